@@ -1,0 +1,75 @@
+"""The log line schema: every line the init writes is one JSON object.
+
+Fields: `time` (RFC 3339, UTC), `level`, `logger`, `event` (a stable snake_case identifier),
+`message`, then the event's own fields. `text` format renders the same record for humans.
+Lines go to stderr so that the supervised program keeps stdout to itself; `docker logs` shows both.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_HANDLER_NAME = "init-stderr"
+
+
+def rfc3339(timestamp: float) -> str:
+    """UTC time with milliseconds and a `Z`, e.g. 2026-11-26T23:59:01.042Z."""
+    moment = _dt.datetime.fromtimestamp(timestamp, tz=_dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return getattr(record, "fields", {})
+
+
+class _LineFormatter(JsonFormatter):
+    """python-json-logger serialises; the schema (and its key order) is ours."""
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = rfc3339(record.created)
+        log_data["level"] = record.levelname.lower()
+        log_data["logger"] = record.name
+        log_data["event"] = getattr(record, "event", "log")
+        log_data["message"] = record.getMessage()
+        for key, value in _record_fields(record).items():
+            # The schema's own keys win: an event field can never forge `level` or `event`.
+            log_data.setdefault(key, value)
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={value}" for key, value in _record_fields(record).items())
+        event = getattr(record, "event", "log")
+        line = f"{rfc3339(record.created)} {record.levelname.lower():<7} {record.name}: {event}: "
+        return line + record.getMessage() + (f" [{fields}]" if fields else "")
+
+
+def configure(log_format: str = "json", level: str = "info") -> None:
+    """Install the single stderr handler on the root logger (idempotent: reconfigures in place)."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(_HANDLER_NAME)
+        root.addHandler(handler)
+    handler.setFormatter(_TextFormatter() if log_format == "text" else _LineFormatter())
+    root.setLevel(level.upper())
+
+
+def get(component: str) -> logging.Logger:
+    return logging.getLogger(f"init.{component}")
+
+
+def event(logger: logging.Logger, level: str, name: str, message: str, /, **fields: Any) -> None:
+    """Write one line: `name` is the stable event identifier, `fields` its own data (never secrets)."""
+    logger.log(logging.getLevelName(level.upper()), message, extra={"event": name, "fields": fields})

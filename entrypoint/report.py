@@ -1,0 +1,102 @@
+"""What each boot phase did, collected into the startup report.
+
+A phase returns a `PhaseResult` whose figures are plain data (counts, bytes, paths), so the JSON
+line in `docker logs`, the `startup-report.json` file that `status` reads and the tests all see the
+same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "skipped", "warned", "failed"]
+REPORT_FILE = "startup-report.json"
+
+
+def warning(event: str, message: str, /, **fields: Any) -> dict[str, Any]:
+    """A fault that did not stop the boot: a stable event name, a sentence for humans, its data."""
+    return {"event": event, "message": message, **fields}
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    status: Status
+    duration_ms: float
+    figures: dict[str, Any] = field(default_factory=dict)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def skipped(cls, name: str, reason: str) -> PhaseResult:
+        return cls(name, "skipped", 0.0, {"reason": reason})
+
+
+class PhaseRecorder:
+    """Collects figures and warnings while a phase runs; `result()` stamps status and duration."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.figures: dict[str, Any] = {}
+        self.warnings: list[dict[str, Any]] = []
+        self.failed = False
+        self._started = time.monotonic()
+
+    def warn(self, event: str, message: str, /, **fields: Any) -> None:
+        self.warnings.append(warning(event, message, **fields))
+
+    def result(self) -> PhaseResult:
+        status: Status = "failed" if self.failed else ("warned" if self.warnings else "ok")
+        return PhaseResult(self.name, status, elapsed_ms(self._started), self.figures, self.warnings)
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+@dataclass
+class StartupReport:
+    version: str
+    mode: str
+    user: dict[str, Any]
+    phases: list[PhaseResult]
+    duration_ms: float
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        return [{"phase": phase.name, **w} for phase in self.phases for w in phase.warnings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "mode": self.mode,
+            "user": self.user,
+            "phases": [asdict(phase) for phase in self.phases],
+            "duration_ms": self.duration_ms,
+            "warnings": self.warnings,
+        }
+
+
+def write(report: StartupReport, run_dir: str) -> str | None:
+    """Write the report atomically (temp file + rename) so `status` never reads half of it."""
+    path = os.path.join(run_dir, REPORT_FILE)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(report.to_dict(), handle, indent=2)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except OSError:
+        return None
+    return path
+
+
+def read(run_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(run_dir, REPORT_FILE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
