@@ -46,7 +46,6 @@ class Defaults:
     workspace_dir: str
     run_dir: str
     legacy_dirs: tuple[str, ...]
-    program_command: tuple[str, ...]
     program_port: int
 
 
@@ -60,7 +59,7 @@ class Settings:
     run_dir: str
     log_format: str
     log_level: str
-    program_command: tuple[str, ...]
+    program_command: tuple[str, ...]  # empty: the profile's own command
     program_port: int
     ownership_mode: str
     chown_paths: tuple[str, ...]
@@ -166,10 +165,10 @@ def _resolve(key: str, spec: str, uid: int | None, gid: int | None) -> TargetUse
         ) from None
 
 
-def _command(reader: _Reader, default: tuple[str, ...]) -> tuple[str, ...]:
+def _command(reader: _Reader) -> tuple[str, ...]:
     key, value = reader.raw("GATEWAY_COMMAND", "")
     if value == "":
-        return default
+        return ()
     try:
         argv = tuple(shlex.split(value))
     except ValueError:
@@ -191,7 +190,7 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
         state_dir=read.path("STATE_DIR", defaults.state_dir),
         workspace_dir=read.path("WORKSPACE_DIR", defaults.workspace_dir),
         run_dir=read.path("RUN_DIR", defaults.run_dir),
-        program_command=_command(read, defaults.program_command),
+        program_command=_command(read),
         program_port=read.number(
             "GATEWAY_PORT", defaults.program_port, int, "a TCP port from 1 to 65535", lambda v: 0 < v < 65536
         ),

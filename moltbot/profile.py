@@ -66,8 +66,6 @@ def config_names(generation: str) -> tuple[str, ...]:
 def gateway_command(port: int, args: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The supervised gateway: reachable through the published port (bind lan), token auth,
     first start without a config (`--allow-unconfigured`), plus any arguments given to the init."""
-    if args[:1] == ("gateway",):
-        args = args[1:]
     return (*CLI, "gateway", "--allow-unconfigured", "--bind", "lan", "--port", str(port), *args)
 
 
@@ -76,12 +74,10 @@ def cli_command(args: tuple[str, ...]) -> tuple[str, ...]:
     return (*CLI, *args)
 
 
-def gateway_environment(state_dir: str, token: str | None) -> dict[str, str]:
+def gateway_environment(state_dir: str) -> dict[str, str]:
     """Variables the gateway (and its CLI) need on top of the container's environment."""
     env = {name: state_dir for name in STATE_DIR_ENV_NAMES}
     # moltbot.mjs re-spawns node as a child unless told not to: the supervised PID must be the
     # gateway itself, or signals and exit codes reach a wrapper instead.
     env["CLAWDBOT_NO_RESPAWN"] = "1"
-    if token:
-        env.update({name: token for name in TOKEN_ENV_NAMES})
     return env

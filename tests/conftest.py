@@ -1,0 +1,160 @@
+"""Shared fixtures: run the init for real, as PID 1 of a fresh PID namespace, and read its lines.
+
+The init drops privileges, and the processes it starts afterwards (supervisord, the crash guard,
+stand-in gateways) are Python too: they must be able to read the interpreter and the code as the
+target user. A Python under /root (pyenv, mode 0700) cannot be, so the tests run the init with
+INIT_PYTHON (default: the venv that scripts/test and .ci/run make in /opt) on a world-readable copy
+of the sources.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_VENV_PYTHON = "/opt/moltbot-init-venv/bin/python"
+TEST_USER = "mbtest"
+TEST_GROUP_EXTRA = "mbextra"
+
+
+def init_python() -> str:
+    explicit = os.environ.get("INIT_PYTHON")
+    if explicit:
+        return explicit
+    return DEFAULT_VENV_PYTHON if os.path.exists(DEFAULT_VENV_PYTHON) else sys.executable
+
+
+def world_readable_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def init_sources() -> Iterator[Path]:
+    """A copy of the packages (and the stand-in gateways) that any user can read."""
+    root = world_readable_dir("init-src-")
+    for package in ("entrypoint", "moltbot", "tests/standins"):
+        if (REPO / package).exists():
+            shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_user() -> pwd.struct_passwd:
+    """A real unprivileged user with one supplementary group, created once (root is needed)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a test user needs root")
+    try:
+        grp.getgrnam(TEST_GROUP_EXTRA)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", TEST_GROUP_EXTRA], check=True)
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--create-home", "-G", TEST_GROUP_EXTRA, TEST_USER],
+            check=True,
+        )
+        return pwd.getpwnam(TEST_USER)
+
+
+@pytest.fixture
+def box() -> Iterator[Path]:
+    """A scratch directory every user can traverse (pytest's own tmp_path is 0700 for root)."""
+    path = world_readable_dir("init-box-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class InitResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    lines: list[dict] = field(default_factory=list)
+
+    def events(self, name: str) -> list[dict]:
+        return [line for line in self.lines if line.get("event") == name]
+
+
+def parse_lines(stderr: str) -> list[dict]:
+    """Every line the init writes must be one JSON object: fail loudly on anything else."""
+    parsed = []
+    for raw in stderr.splitlines():
+        if raw.strip():
+            try:
+                parsed.append(json.loads(raw))
+            except ValueError:
+                raise AssertionError(f"not a JSON line: {raw!r}") from None
+    return parsed
+
+
+@dataclass
+class InitRunner:
+    python: str
+    sources: Path
+    box: Path
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "PYTHONPATH": str(self.sources),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MOLTBOT_STATE_DIR": str(self.box / "state"),
+            "MOLTBOT_WORKSPACE_DIR": str(self.box / "workspace"),
+            "MOLTBOT_RUN_DIR": str(self.box / "run"),
+            "MOLTBOT_LEGACY_DIRS": str(self.box / "legacy"),
+            "MOLTBOT_USER": "root",
+        }
+        env.update(overrides)
+        return env
+
+    def command(self, *args: str, pid1: bool = True) -> list[str]:
+        init = [self.python, "-m", "entrypoint", *args]
+        return ["unshare", "--pid", "--fork", "--mount-proc", *init] if pid1 else init
+
+    def popen(self, *args: str, pid1: bool = True, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args, pid1=pid1),
+            env=self.env(**env),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, *args: str, pid1: bool = True, timeout: float = 60, **env: str) -> InitResult:
+        completed = subprocess.run(
+            self.command(*args, pid1=pid1),
+            env=self.env(**env),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return InitResult(
+            completed.returncode, completed.stdout, completed.stderr, parse_lines(completed.stderr)
+        )
+
+
+@pytest.fixture
+def init(init_sources: Path, box: Path) -> InitRunner:
+    return InitRunner(init_python(), init_sources, box)
