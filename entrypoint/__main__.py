@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from moltbot import profile
 
-from . import __version__, config, log
+from . import __version__, config, environment, log, rundir
 from .plan import MigrationPlan, OwnershipPlan, PreparePlan, Program, SecretPlan, StopFlag
 from .report import PhaseResult
 
@@ -90,7 +90,8 @@ def _token_path(settings: config.Settings) -> str:
 
 
 def _gateway_environment(settings: config.Settings) -> dict[str, str]:
-    return {**os.environ, **profile.gateway_environment(settings.state_dir)}
+    gateway = profile.gateway_environment(settings.state_dir, settings.workspace_dir)
+    return environment.for_program({**os.environ, **gateway})
 
 
 def _boot(args: tuple[str, ...]) -> int:
@@ -135,6 +136,8 @@ def _boot(args: tuple[str, ...]) -> int:
             user.uid,
             user.gid,
             profile.config_names(profile.installed_generation()),
+            record_dir_name=profile.INIT_DIR_NAME,
+            mode_setting=settings.env_prefix + "MIGRATE",
         ),
         credentials=SecretPlan(_token_path(settings), profile.TOKEN_ENV_NAMES, user.uid, user.gid),
         program=program,
@@ -192,7 +195,7 @@ def _supervisorctl(args: list[str]) -> int:
 
     if not {"-c", "--configuration"} & {arg.split("=", 1)[0] for arg in args}:
         settings = _settings()
-        args = ["-c", os.path.join(settings.run_dir, "supervisord.conf"), *args]
+        args = ["-c", os.path.join(settings.run_dir, rundir.SUPERVISOR_CONFIG), *args]
     supervisorctl.main(args)
     return 0
 
@@ -200,6 +203,11 @@ def _supervisorctl(args: list[str]) -> int:
 def _supervisord(args: list[str]) -> int:
     from supervisor import supervisord
 
+    # Frozen, we were started through the loader, which set its variables again for us: the
+    # programs supervisord starts inherit our environment and must not see them.
+    cleaned = environment.for_program(os.environ)
+    os.environ.clear()
+    os.environ.update(cleaned)
     supervisord.main(args)
     return 0
 

@@ -22,10 +22,11 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from . import log
+from . import log, rundir
 
 Outcome = Literal["ready", "refused", "init_failed", "stopped"]
 OUTCOMES: tuple[str, ...] = ("ready", "refused", "init_failed", "stopped")
@@ -61,7 +62,9 @@ def _load(path: str) -> list[dict[str, Any]]:
         return []
     boots = data.get("boots") if isinstance(data, dict) else None
     if not isinstance(boots, list):
-        _warn_once("boot_ledger_unreadable", "the boot ledger is malformed; it is treated as empty", path=path)
+        _warn_once(
+            "boot_ledger_unreadable", "the boot ledger is malformed; it is treated as empty", path=path
+        )
         return []
     return [boot for boot in boots if isinstance(boot, dict) and _number(boot.get("started")) is not None]
 
@@ -129,9 +132,7 @@ def mark(path: str, outcome: str, now: float | None = None) -> None:
     with _locked(path):
         recorded = _load(path)
         if not recorded:
-            _warn_once(
-                "boot_ledger_no_boot", "no boot recorded in the ledger; outcome not kept", path=path
-            )
+            _warn_once("boot_ledger_no_boot", "no boot recorded in the ledger; outcome not kept", path=path)
             return
         if recorded[-1].get("outcome") == outcome:
             return
@@ -152,9 +153,20 @@ def failed_streak(recorded: list[dict[str, Any]], burst: int, window_s: float, n
     )
 
 
+def _previous(recorded: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The boots before the current one: an unfinished last entry begun at `now` is this boot."""
+    if recorded and recorded[-1].get("outcome") is None and abs(float(recorded[-1]["started"]) - now) < 1.0:
+        return recorded[:-1]
+    return recorded
+
+
 def hold_reason(path: str, burst: int, window_s: float, now: float) -> str | None:
-    """Why the boot about to start should hold the program, or None. Ask before `begin_boot`."""
-    recorded = _load(path)
+    """Why this boot should hold the program, or None.
+
+    Asked before or after `begin_boot(path, now)` with the same `now`: the entry of the boot
+    being decided is never counted against it.
+    """
+    recorded = _previous(_load(path), now)
     if not failed_streak(recorded, burst, window_s, now):
         return None
     last = recorded[-burst:]
@@ -164,3 +176,48 @@ def hold_reason(path: str, burst: int, window_s: float, now: float) -> str | Non
         f"the last {burst} boots within {span:.0f}s all ended in {' or '.join(outcomes)} "
         f"(crash-loop window {window_s:g}s)"
     )
+
+
+HELD_STATE_FILE = rundir.GUARD_STATE
+
+
+def write_held_state(run_dir: str, reason: str, now: float | None = None, program: str | None = None) -> bool:
+    """For the init booting in hold: the crash guard's state file saying `held` and why.
+
+    The crash guard adopts it when it starts (its program has `autostart=false`), `health` reports
+    it, and an operator's `supervisorctl start <program>` re-arms the policy.
+    """
+    moment = time.time() if now is None else now
+    data = {
+        "program": program,
+        "state": "held",
+        "since": round(moment, 3),
+        "since_at": log.rfc3339(moment),
+        "pid": None,
+        "restarts": 0,
+        "delay_s": None,
+        "restart_at": None,
+        "exits": [],
+        "held_reason": f"boot ledger: {reason}",
+        "updated": round(moment, 3),
+    }
+    path = os.path.join(run_dir, HELD_STATE_FILE)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        log.event(
+            _logger,
+            "warning",
+            "held_state_unwritable",
+            "cannot write the held state; health will not say why the program is stopped",
+            path=path,
+            error=str(error),
+        )
+        return False
+    return True

@@ -9,14 +9,15 @@ never a crash: the program still starts, on whatever the phases managed to do.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from . import (
+    crashguard,
     credentials,
+    environment,
     health,
     ledger,
     log,
@@ -37,9 +38,6 @@ _LOG = log.get("boot")
 
 Mode = Literal["supervise", "run"]
 EXIT_PRIVILEGE_DROP_FAILED = 1
-# Variables that belong to the init and must never reach the program: the notify socket is ours
-# alone (systemd accepts notifications from the main pid), the rest are PyInstaller's loader's.
-_INIT_ONLY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "_MEIPASS2")
 
 
 @dataclass(frozen=True)
@@ -54,23 +52,6 @@ class BootPlan:
     program: Program
     ledger_path: str
     self_command: tuple[str, ...]
-
-
-def program_environment(env: dict[str, str], frozen: bool) -> dict[str, str]:
-    """The program's environment without what belongs to the init or its frozen loader."""
-    cleaned = {
-        key: value
-        for key, value in env.items()
-        if key not in _INIT_ONLY_VARIABLES and not key.startswith("_PYI_")
-    }
-    if frozen:
-        # The PyInstaller bootloader points LD_LIBRARY_PATH at its bundled libraries and keeps the
-        # user's value in *_ORIG: node must load the system's libraries, not ours.
-        original = cleaned.pop("LD_LIBRARY_PATH_ORIG", None)
-        cleaned.pop("LD_LIBRARY_PATH", None)
-        if original is not None:
-            cleaned["LD_LIBRARY_PATH"] = original
-    return cleaned
 
 
 class _Boot:
@@ -138,7 +119,11 @@ class _Boot:
         self.record("ownership", lambda: ownership.run(plan.ownership, user, self.stop))
         if self.interrupted():
             return 128 + self.stop.signal_number
-        self.record("migration", lambda: migrate.run(plan.migration, self.stop))
+        migration = self.record("migration", lambda: migrate.run(plan.migration, self.stop))
+        if migration.figures.get("strategy") == "rename" and migration.figures.get("outcome") == "migrated":
+            # A renamed tree keeps its old owners (often root: the very EACCES this image fixes).
+            moved = replace(plan.ownership, roots=(plan.migration.target,))
+            self.record("ownership_migrated", lambda: ownership.run(moved, user, self.stop))
         if self.interrupted():
             return 128 + self.stop.signal_number
         try:
@@ -181,7 +166,7 @@ class _Boot:
         env.update(privileges.user_environment(settings.user))
         if secret[0]:
             env.update({name: secret[0] for name in self.plan.credentials.env_names})
-        program = replace(self.plan.program, env=program_environment(env, getattr(sys, "frozen", False)))
+        program = replace(self.plan.program, env=environment.for_program(env))
         original_mask = reaper.block_signals()
         if self.interrupted():  # a stop that arrived just before the block
             return 128 + self.stop.signal_number
@@ -241,7 +226,8 @@ class _Boot:
             on_stop=readiness.stopping if readiness else lambda: None,
             tick=readiness.tick if readiness else lambda now: None,
         )
-        ledger.mark(plan.ledger_path, "stopped" if code == 0 else "init_failed")
+        if code != crashguard.EXIT_CRASH_LOOP:  # the crash guard has marked its refusal itself
+            ledger.mark(plan.ledger_path, "stopped" if code == 0 else "init_failed")
         return code
 
 

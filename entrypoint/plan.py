@@ -52,7 +52,10 @@ class MigrationPlan:
     """Move legacy state from the first source holding data into `target`, never clobbering.
 
     `config_names` lists the application's config file names, preferred first: a target holding
-    only a later name gets it renamed to the first.
+    only a later name gets it renamed to the first. `record_dir_name` is the init's hidden
+    directory inside `target` (migration record, staging, journal): never migrated, never counted
+    as data. `mode_setting` is the full name of the variable that sets `mode`, quoted in the
+    conflict warning so that it names the exact setting that resolves it.
     """
 
     mode: MigrationMode
@@ -61,6 +64,8 @@ class MigrationPlan:
     uid: int
     gid: int
     config_names: tuple[str, ...]
+    record_dir_name: str = ".init"
+    mode_setting: str = "MIGRATE"
 
 
 @dataclass(frozen=True)

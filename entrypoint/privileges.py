@@ -21,12 +21,12 @@ class PrivilegeDropError(RuntimeError):
 
 def _hand_over_std_streams(user: TargetUser, recorder: PhaseRecorder) -> None:
     # After the drop, opening /dev/stdout re-opens fd 1 through /proc and the kernel checks the
-    # pipe's (or tty's) owner, root: EACCES for supervisord's log files. Give the user the pipes
-    # and terminals we were handed; never a regular file or /dev/null, which belong to others.
+    # owner of the pipe, tty or file behind it (root): EACCES for supervisord's log files. Hand
+    # the user what we were given to write to; never a device such as /dev/null, shared by all.
     for fd in (0, 1, 2):
         try:
             mode = os.fstat(fd).st_mode
-            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode) or os.isatty(fd):
                 os.fchown(fd, user.uid, user.gid)
         except OSError as error:
             recorder.warn("stream_not_handed_over", f"fd {fd}: {error.strerror}", fd=fd, errno=error.errno)

@@ -13,8 +13,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from . import rundir
+
 Status = Literal["ok", "skipped", "warned", "failed"]
-REPORT_FILE = "startup-report.json"
+REPORT_FILE = rundir.STARTUP_REPORT
 
 
 def warning(event: str, message: str, /, **fields: Any) -> dict[str, Any]:

@@ -16,14 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import log, reaper
+from . import log, reaper, rundir
 from .plan import Program, RestartPolicy
 
 _LOG = log.get("supervise")
 
 LISTENER_NAME = "crashguard"
-STOPPING_MARKER = "stopping"
-EXIT_CODE_FILE = "exit-code"
 # Past the program's own stop timeout, how long supervisord gets to finish before we kill it.
 _SUPERVISOR_GRACE_S = 3.0
 # The signals operators send to PID 1 that supervisord has a meaning for.
@@ -41,11 +39,11 @@ class Layout:
 
     @property
     def config(self) -> str:
-        return self.path("supervisord.conf")
+        return self.path(rundir.SUPERVISOR_CONFIG)
 
     @property
     def socket(self) -> str:
-        return self.path("supervisor.sock")
+        return self.path(rundir.SUPERVISOR_SOCKET)
 
 
 def _value(text: str) -> str:
@@ -142,14 +140,14 @@ def write_config(layout: Layout, text: str) -> None:
 
 def clear_markers(layout: Layout) -> None:
     """Markers from a previous run of this container would be read as this run's."""
-    for name in (STOPPING_MARKER, EXIT_CODE_FILE):
+    for name in (rundir.STOPPING_MARKER, rundir.EXIT_CODE, rundir.GUARD_STATE):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(layout.path(name))
 
 
 def _requested_exit_code(layout: Layout) -> int | None:
     try:
-        with open(layout.path(EXIT_CODE_FILE), encoding="ascii") as handle:
+        with open(layout.path(rundir.EXIT_CODE), encoding="ascii") as handle:
             return int(handle.read().strip())
     except (OSError, ValueError):
         return None
@@ -174,7 +172,7 @@ class _Stop:
             return
         # The marker first: a gateway that exits by itself from now on must not be restarted.
         try:
-            with open(self.layout.path(STOPPING_MARKER), "w", encoding="ascii") as marker:
+            with open(self.layout.path(rundir.STOPPING_MARKER), "w", encoding="ascii") as marker:
                 marker.write(f"{signum}\n")
         except OSError as error:
             log.event(_LOG, "warning", "stop_marker_failed", f"cannot mark stopping: {error.strerror}")

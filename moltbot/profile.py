@@ -40,7 +40,8 @@ GATEWAY_PORT = 18789
 STATE_DIR_ENV_NAMES = ("MOLTBOT_STATE_DIR", "CLAWDBOT_STATE_DIR", "OPENCLAW_STATE_DIR")
 TOKEN_ENV_NAMES = ("MOLTBOT_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "CLAWDBOT_GATEWAY_TOKEN")
 
-# Config file names per generation, in the state dir.
+# Config file names per generation, in the state dir. openclaw still reads clawdbot.json but
+# not moltbot.json, which migration therefore renames to openclaw.json.
 CONFIG_NAMES = {"openclaw": "openclaw.json", "moltbot": "moltbot.json", "clawdbot": "clawdbot.json"}
 
 
@@ -74,9 +75,15 @@ def cli_command(args: tuple[str, ...]) -> tuple[str, ...]:
     return (*CLI, *args)
 
 
-def gateway_environment(state_dir: str) -> dict[str, str]:
+def gateway_environment(state_dir: str, workspace_dir: str) -> dict[str, str]:
     """Variables the gateway (and its CLI) need on top of the container's environment."""
     env = {name: state_dir for name in STATE_DIR_ENV_NAMES}
+    # openclaw puts its workspace under the state dir once OPENCLAW_STATE_DIR is set, not in
+    # ~/clawd: point it back at the workspace volume.
+    env["OPENCLAW_WORKSPACE_DIR"] = workspace_dir
+    # openclaw otherwise runs its own crash triage on every failed start (~10 s, and a zip in the
+    # state volume each time): restarts are ours.
+    env["OPENCLAW_SUPERVISOR_MODE"] = "external"
     # moltbot.mjs re-spawns node as a child unless told not to: the supervised PID must be the
     # gateway itself, or signals and exit codes reach a wrapper instead.
     env["CLAWDBOT_NO_RESPAWN"] = "1"

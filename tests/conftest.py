@@ -127,7 +127,8 @@ class InitRunner:
 
     def command(self, *args: str, pid1: bool = True) -> list[str]:
         init = [self.python, "-m", "entrypoint", *args]
-        return ["unshare", "--pid", "--fork", "--mount-proc", *init] if pid1 else init
+        # --kill-child: if the test kills unshare, the namespace's PID 1 (and so all) goes too.
+        return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", *init] if pid1 else init
 
     def popen(self, *args: str, pid1: bool = True, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
