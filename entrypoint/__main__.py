@@ -203,6 +203,9 @@ def _supervisorctl(args: list[str]) -> int:
 def _supervisord(args: list[str]) -> int:
     from supervisor import supervisord
 
+    from . import supervise
+
+    supervise.start_waker(supervise.Layout(_settings().run_dir))
     # Frozen, we were started through the loader, which set its variables again for us: the
     # programs supervisord starts inherit our environment and must not see them.
     cleaned = environment.for_program(os.environ)

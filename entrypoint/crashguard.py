@@ -30,9 +30,7 @@ Files shared in the run dir: `crashguard.json` (written atomically after every c
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
-import json
 import os
 import queue
 import socket
@@ -567,39 +565,6 @@ def _int_or_none(value: Any) -> int | None:
 # Files in the run dir
 
 
-def read_state(run_dir: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(run_dir, STATE_FILE), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_state(run_dir: str, data: Mapping[str, Any]) -> bool:
-    path = os.path.join(run_dir, STATE_FILE)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        return False
-    return True
-
-
-def read_exit_code(run_dir: str) -> int | None:
-    """The code the crash guard asked the init to exit with, if any."""
-    try:
-        with open(os.path.join(run_dir, EXIT_CODE_FILE), encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 # --------------------------------------------------------------------------------------------------
 # The runtime: one worker thread does all I/O
 
@@ -678,7 +643,7 @@ class Runtime:
         return self._rpc
 
     def _adopt(self) -> None:
-        saved = read_state(self.run_dir)
+        saved = rundir.read_json(self.run_dir, STATE_FILE)
         if not saved or saved.get("program") not in (None, self.program):
             return
         now = self.clock()
@@ -756,7 +721,7 @@ class Runtime:
         data["supervisord_started"] = self.supervisord_started
         comparable = {key: value for key, value in data.items() if key != "updated"}
         if comparable != self._written:
-            write_state(self.run_dir, data)
+            rundir.write_json(self.run_dir, STATE_FILE, data)
             self._written = comparable
 
     def _exit_action(self, code: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import http.client
-import json
 import os
 import socket
 import time
@@ -98,12 +97,7 @@ def port_open(port: int, timeout_s: float, host: str = "127.0.0.1") -> tuple[boo
 
 
 def guard_state(run_dir: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(run_dir, STATE_FILE), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return rundir.read_json(run_dir, STATE_FILE)
 
 
 def _not_running_reason(program: str, statename: str, state: dict[str, Any] | None, now: float) -> str:

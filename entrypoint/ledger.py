@@ -201,23 +201,13 @@ def write_held_state(run_dir: str, reason: str, now: float | None = None, progra
         "held_reason": f"boot ledger: {reason}",
         "updated": round(moment, 3),
     }
-    path = os.path.join(run_dir, HELD_STATE_FILE)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+    if rundir.write_json(run_dir, HELD_STATE_FILE, data) is None:
         log.event(
             _logger,
             "warning",
             "held_state_unwritable",
             "cannot write the held state; health will not say why the program is stopped",
-            path=path,
-            error=str(error),
+            path=os.path.join(run_dir, HELD_STATE_FILE),
         )
         return False
     return True

@@ -16,7 +16,6 @@ quietly. Abstract sockets (`@name`) work.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import socket
 from collections.abc import Callable, MutableMapping
@@ -212,11 +211,7 @@ class Readiness:
         if key == self._state_seen:
             return
         self._state_seen = key
-        try:
-            with open(path, encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (OSError, ValueError):
-            return
-        if isinstance(state, dict):
+        state = rundir.read_json(self.run_dir, _STATE_FILE)
+        if state is not None:
             self._guard_state = state.get("state")
             self.status(describe_guard_state(state))

@@ -34,24 +34,42 @@ to, so it treats their contents as hostile:
 Faults (EPERM without CAP_CHOWN, EROFS, EACCES, ELOOP, entries vanishing) are counted and reported
 as one warning per kind with a few sample paths; nothing is raised out of `run`.
 
-The work is system calls, which release the GIL, but on a warm cache each one takes ~2 µs, less
-than handing the GIL from thread to thread costs: measured (bench/ownership), two threads walk
-no faster than one. So the walk starts with one thread and adds threads, up to MAX_WORKERS, only
-while it is seen waiting on I/O (cold cache, NFS), where they overlap the waits. Threads share
-directories (not single entries) through a LIFO stack, so each one mostly walks depth first on
-its own, and open descriptors stay bounded by the tree's depth, not its width.
+Speed. The work is system calls, but on a warm cache each one takes ~2 µs, and the Python around
+it as much again: one thread is CPU-bound, and threads do not add up (handing the GIL from thread
+to thread costs as much as a call; bench/ownership). So a large tree is walked by worker
+*processes*, one per CPU: the walk starts in the calling thread, and if it has not finished after
+HANDOFF_S (a small tree, the common case, never pays for a fork), what is left of it is cut into
+subtrees that forked workers take from a pipe, each one walking its subtrees with exactly the
+code above, from the directory descriptors they inherit. The parent keeps the directories above
+the subtrees and re-owns them, post-order still, once the workers report their subtrees done.
+The parent polls the stop flag and raises a halt flag in shared memory that the workers check
+between entries (as often as a walk in-process checks the stop flag); a worker that does not
+stop within KILL_AFTER_S (blocked on NFS) is killed, which chown's atomicity makes safe too.
+Workers report through a pipe as JSON and leave with os._exit, never through the caller's code.
+A fork is only done from the main thread while no other thread exists (a lock another thread
+holds would stay held in the child forever); otherwise, and with one CPU, the walk uses the
+thread pool below: one thread, plus threads up to MAX_WORKERS only while the walk is seen
+waiting on I/O (cold cache, NFS), where they overlap the waits. Threads share directories (not
+single entries) through a LIFO stack, so each one mostly walks depth first on its own, and open
+descriptors stay bounded by the tree's depth, not its width.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import mmap
 import os
 import re
+import select
+import signal
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NoReturn, Protocol
 
 from . import access, log
 from .plan import OwnershipPlan, StopFlag, TargetUser
@@ -63,6 +81,11 @@ STOP_CHECK_EVERY = 256  # entries between two looks at the stop flag inside a la
 MAX_WORKERS = 8  # threads at most, all but one waiting on the disk when it comes to that
 BUSY_SHARE = 0.8  # the walk's threads run or wait for a CPU less than this: it waits on I/O
 ENLIST_CHECK_S = 0.25  # how often the supervisor decides whether to add a thread
+HANDOFF_S = 0.03  # a walk not done in-process by then goes to worker processes (~2 ms per fork)
+MAX_PROCESSES = 8  # worker processes at most (one per CPU below that)
+TASKS_PER_PROCESS = 8  # subtrees per worker at least, so that uneven ones even out
+MAX_BATCHES = 1024  # queue records (4 bytes each): they fit a pipe of one page, the smallest
+KILL_AFTER_S = 0.5  # a worker still running this long after the halt flag is killed
 SKIP_REASONS = ("mount_point", "hardlink", "replaced", "vanished", "missing_root", "symlink_root")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -89,12 +112,19 @@ class _Dir:
     gid: int
     parent: _Dir | None
     pending: int = 1
+    # False in a worker process for the directories it inherited: the parent process re-owns
+    # them once every worker is done with what is below them.
+    in_charge: bool = True
 
 
 # A subdirectory seen in a listing but not opened yet, as (parent, name, its lstat): opening is
 # deferred to the thread that walks it, so a directory with 10k subdirectories does not hold 10k
 # descriptors. A plain tuple: one is made per directory of the tree, on the hot path.
 _Child = tuple[_Dir, str, os.stat_result]
+
+
+class _Stop(Protocol):
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -154,7 +184,7 @@ class _Walk:
     def __init__(self, plan: OwnershipPlan, stop: StopFlag, roots: Iterable[str]) -> None:
         self.uid = plan.uid
         self.gid = plan.gid
-        self.stop = stop
+        self.stop: _Stop = stop
         self.root_paths = frozenset(roots)
         self.mounts = _mounts_below(self.root_paths)
         self.walked: list[str] = []  # the roots that were opened as directories
@@ -226,8 +256,58 @@ class _Walk:
             self.walked.append(path)
         return directory
 
-    def seed(self, roots: list[_Dir]) -> None:
-        self._shared.extend(reversed(roots))
+    def seed(self, tasks: list[_Dir | _Child]) -> None:
+        self._shared.extend(tasks)
+
+    # -- in the calling thread, and in worker processes --------------------------------------
+
+    def walk_here(self, stack: list[_Dir | _Child], tally: _Tally, until: float | None) -> bool:
+        """Walk depth first from `stack` (its top is its end) in the calling thread, until it is
+        empty or the clock passes `until`; what is left stays in `stack`. False: stopped."""
+        while stack:
+            if until is not None and time.monotonic() >= until:
+                return True
+            task = stack.pop()
+            directory = task if isinstance(task, _Dir) else self._enter(task, tally)
+            if directory is None:
+                continue
+            children = self._scan(directory, tally)
+            if children is None:
+                return False
+            directory.pending += len(children)
+            stack.extend(children)
+            self._finish(directory, tally)
+            if self.stopping():
+                return False
+        return True
+
+    def split(self, stack: list[_Dir | _Child], tally: _Tally, want: int) -> list[_Child] | None:
+        """What is left of the walk as subtrees not entered yet, at least `want` of them if the
+        tree has that many, those nearest the top of the tree first. None: stopped.
+
+        A directory already open (a root not walked yet) is listed here: workers only ever get
+        directories to enter, whose parents stay with this process."""
+        tasks = list(stack)  # the bottom of the stack first: the directories nearest the top
+        index = 0
+        while index < len(tasks):
+            task = tasks[index]
+            if isinstance(task, _Dir):
+                directory: _Dir | None = task
+            elif len(tasks) < want:
+                directory = self._enter(task, tally)
+            else:
+                index += 1
+                continue
+            children = [] if directory is None else self._scan(directory, tally)
+            if children is None:
+                return None
+            tasks[index : index + 1] = children
+            if directory is not None:
+                directory.pending += len(children)
+                self._finish(directory, tally)
+            if self.stopping():
+                return None
+        return [task for task in tasks if not isinstance(task, _Dir)]  # all of them by now
 
     # -- the threads -------------------------------------------------------------------------
 
@@ -441,7 +521,7 @@ class _Walk:
 
     def _finish(self, directory: _Dir | None, tally: _Tally) -> None:
         """One part of `directory` is done; when all are, re-own it, close it, and go up."""
-        while directory is not None:
+        while directory is not None and directory.in_charge:
             with self._lock:
                 directory.pending -= 1
                 if directory.pending:
@@ -473,32 +553,55 @@ class _Walk:
         )
 
 
-def run(plan: OwnershipPlan, user: TargetUser, stop: StopFlag, *, workers: int | None = None) -> PhaseResult:
+def run(
+    plan: OwnershipPlan,
+    user: TargetUser,
+    stop: StopFlag,
+    *,
+    workers: int | None = None,
+    processes: int | None = None,
+) -> PhaseResult:
     """Re-own everything under `plan.roots` that is not `plan.uid:plan.gid`; never raises.
 
-    `workers=None` (the init's choice) walks with one thread and adds threads, up to MAX_WORKERS,
-    only while the walk waits on I/O (cold cache, NFS): on a warm cache each entry costs one ~2 µs
-    system call, and handing the GIL between threads around such calls costs more than running
-    them side by side gains (bench/ownership). `workers=N` starts exactly N threads
-    (benchmarks, tests of the threaded walk).
+    With the defaults (the init's choice) the walk starts in the calling thread and, if it is not
+    done after HANDOFF_S, hands what is left to one worker process per CPU (see the module's
+    docstring), when a fork is safe here and there is more than one CPU; otherwise it walks with
+    one thread plus threads added while it waits on I/O. `processes=N` hands everything to N
+    worker processes at once (benchmarks, tests of that path; still only when a fork is safe),
+    `processes=0` never forks. `workers=N` walks with exactly N threads, never forking.
     """
     if plan.mode == "off":
         return PhaseResult.skipped(PHASE, "disabled")
     recorder = PhaseRecorder(PHASE)
     walk = _Walk(plan, stop, plan.roots)
     started = time.monotonic()
+    interval = plan.progress_interval_s
 
-    walk.seed([d for d in (walk.open_root(path, walk.tallies[0]) for path in plan.roots) if d is not None])
-    for _ in range(max(1, workers or 1)):
-        walk.enlist()
-    _supervise(walk, plan.progress_interval_s, started, adaptive=workers is None)
+    opened = (walk.open_root(path, walk.tallies[0]) for path in plan.roots)
+    stack: list[_Dir | _Child] = [directory for directory in opened if directory is not None][::-1]
+    wanted = 0 if workers is not None or not _fork_is_safe() else _process_count(processes)
+    forks = 0
+    if wanted:
+        # Small trees end here, in the calling thread, without paying for a fork. Asked for
+        # processes, hand over at once, in as few pieces as that takes (tests: a small tree).
+        until, pieces = (started, wanted) if processes else (started + HANDOFF_S, wanted * TASKS_PER_PROCESS)
+        if walk.walk_here(stack, walk.tallies[0], until) and stack:
+            tasks = walk.split(stack, walk.tallies[0], pieces)
+            if tasks:
+                forks = _fan_out(walk, tasks, min(wanted, len(tasks)), interval, started)
+    else:
+        walk.seed(stack)
+        for _ in range(max(1, workers or 1)):
+            walk.enlist()
+        _supervise(walk, interval, started, adaptive=workers is None)
     walk.close_remaining()
 
     interrupted = stop.is_set()
     seen, changed, setid_cleared = walk.totals()
     recorder.figures.update(
         roots=list(plan.roots),
-        workers=len(walk.threads),
+        workers=forks or max(1, len(walk.threads)),
+        processes=forks,
         seen=seen,
         changed=changed,
         skipped={reason: samples.count for reason, samples in walk.skipped.items()},
@@ -513,6 +616,24 @@ def run(plan: OwnershipPlan, user: TargetUser, stop: StopFlag, *, workers: int |
     if not interrupted:
         _check_writable(recorder, user, walk.walked)
     return recorder.result()
+
+
+def _fork_is_safe() -> bool:
+    # Another thread may hold a lock (the logging module's, the allocator's) at the moment of the
+    # fork, and it would stay held in the child forever; signal dispositions can only be reset
+    # from the main thread.
+    return (
+        hasattr(os, "fork")
+        and threading.current_thread() is threading.main_thread()
+        and threading.active_count() == 1
+    )
+
+
+def _process_count(asked: int | None) -> int:
+    if asked is not None:
+        return max(0, asked)
+    cpus = len(os.sched_getaffinity(0))
+    return min(cpus, MAX_PROCESSES) if cpus > 1 else 0
 
 
 def _supervise(walk: _Walk, interval: float, started: float, *, adaptive: bool) -> None:
@@ -537,19 +658,232 @@ def _supervise(walk: _Walk, interval: float, started: float, *, adaptive: bool) 
             if waiting and len(walk.threads) < MAX_WORKERS:
                 walk.enlist()
             checked_at, busy_at = now, busy
-        if now >= next_line:
-            seen, changed, _ = walk.totals()
-            log.event(
-                _logger,
-                "info",
-                "progress",
-                f"ownership: {seen} entries seen, {changed} changed",
-                phase=PHASE,
-                seen=seen,
-                changed=changed,
-                rate_per_s=round(seen / (now - started)),
-            )
-            next_line += interval * (1 + (now - next_line) // interval)
+        next_line = _progress(walk, started, now, next_line, interval)
+
+
+def _progress(walk: _Walk, started: float, now: float, next_line: float, interval: float) -> float:
+    """Write a progress line if it is time to; return when the next one is due."""
+    if now < next_line:
+        return next_line
+    seen, changed, _ = walk.totals()
+    log.event(
+        _logger,
+        "info",
+        "progress",
+        f"ownership: {seen} entries seen, {changed} changed",
+        phase=PHASE,
+        seen=seen,
+        changed=changed,
+        rate_per_s=round(seen / (now - started)),
+    )
+    return next_line + interval * (1 + (now - next_line) // interval)
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+_SLOT = struct.Struct("=3q")  # a worker's running tally: seen, changed, setid_cleared
+_HALT = 8  # bytes before the slots; the first one is the halt flag
+
+
+class _Board:
+    """Memory shared by the parent and its workers (an anonymous mmap is MAP_SHARED, so a fork
+    keeps it shared): the halt flag, and each worker's running tally, read by the parent for the
+    progress lines and for the figures of a worker that had to be killed."""
+
+    def __init__(self, slots: int) -> None:
+        self.memory = mmap.mmap(-1, _HALT + _SLOT.size * slots)
+
+    def halt(self) -> None:
+        self.memory[0] = 1
+
+    def halted(self) -> bool:
+        return self.memory[0] != 0
+
+    def publish(self, slot: int, tally: _Tally) -> None:
+        _SLOT.pack_into(
+            self.memory, _HALT + _SLOT.size * slot, tally.seen, tally.changed, tally.setid_cleared
+        )
+
+    def read(self, slot: int, tally: _Tally) -> None:
+        tally.seen, tally.changed, tally.setid_cleared = _SLOT.unpack_from(
+            self.memory, _HALT + _SLOT.size * slot
+        )
+
+
+class _WorkerStop:
+    """The stop flag as a worker sees it. The walk polls it between directories and every
+    STOP_CHECK_EVERY entries, which is also often enough to publish the worker's tally."""
+
+    def __init__(self, board: _Board, slot: int, tally: _Tally) -> None:
+        self.board, self.slot, self.tally = board, slot, tally
+
+    def is_set(self) -> bool:
+        self.board.publish(self.slot, self.tally)
+        return self.board.halted()
+
+
+def _fan_out(walk: _Walk, tasks: list[_Child], count: int, interval: float, started: float) -> int:
+    """Walk `tasks` in `count` worker processes, then re-own their parents here; returns how
+    many workers were started (0: none could be, the walk went on in-process)."""
+    # Consecutive tasks go in one batch when there are more than the queue pipe holds.
+    size = -(-len(tasks) // MAX_BATCHES)
+    batches = [tasks[start : start + size] for start in range(0, len(tasks), size)]
+    board = _Board(count)
+    queue_read, queue_write = os.pipe()
+    # Written whole before any worker starts: each read of 4 bytes then takes one record.
+    os.write(queue_write, b"".join(index.to_bytes(4, "little") for index in range(len(batches))))
+    os.close(queue_write)
+    results: dict[int, tuple[int, bytearray]] = {}  # pipe from a worker -> its pid, what it sent
+    try:
+        for slot in range(count):
+            result_read, result_write = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:  # EAGAIN, ENOMEM: go on with the workers there are
+                os.close(result_read)
+                os.close(result_write)
+                break
+            if pid == 0:
+                for fd in (result_read, *results):
+                    os.close(fd)
+                _worker(walk, batches, queue_read, result_write, board, slot)
+            os.close(result_write)
+            results[result_read] = (pid, bytearray())
+    finally:
+        os.close(queue_read)
+    if not results:
+        walk.walk_here(list(tasks), walk.tallies[0], None)
+        return 0
+
+    tallies = [_Tally() for _ in range(count)]
+    walk.tallies.extend(tallies)
+    try:
+        reports = _collect(walk, results, board, tallies, interval, started)
+    finally:
+        for pid, _ in results.values():  # only after a failure of the collection itself
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for fd in results:
+            os.close(fd)
+    for slot, tally in enumerate(tallies):
+        board.read(slot, tally)
+    done = _merge(walk, reports)
+    if not walk.stopping():
+        for index in done:
+            for parent, _, _ in batches[index]:
+                walk._finish(parent, walk.tallies[0])
+    return len(reports)
+
+
+def _collect(
+    walk: _Walk,
+    results: dict[int, tuple[int, bytearray]],
+    board: _Board,
+    tallies: list[_Tally],
+    interval: float,
+    started: float,
+) -> list[bytes | None]:
+    """Wait for every worker: read its report, relay the stop flag, write the progress lines.
+    Returns each worker's report (None: it ended without one)."""
+    reports: list[bytes | None] = []
+    next_line = started + interval
+    halted_at: float | None = None
+    while results:
+        readable, _, _ = select.select(
+            list(results), [], [], max(0.0, min(0.1, next_line - time.monotonic()))
+        )
+        for fd in readable:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                results[fd][1].extend(chunk)
+                continue
+            pid, sent = results.pop(fd)
+            os.close(fd)
+            # The init is PID 1, but its reaper does not run during the phases: this is the
+            # only wait for this child.
+            _, status = os.waitpid(pid, 0)
+            reports.append(bytes(sent) if os.waitstatus_to_exitcode(status) == 0 else None)
+        now = time.monotonic()
+        if halted_at is None and walk.stop.is_set():
+            board.halt()
+            halted_at = now
+        elif halted_at is not None and now - halted_at >= KILL_AFTER_S:
+            for pid, _ in results.values():
+                os.kill(pid, signal.SIGKILL)
+            halted_at = float("inf")  # killed once; their pipes close now
+        for slot, tally in enumerate(tallies):
+            board.read(slot, tally)
+        next_line = _progress(walk, started, now, next_line, interval)
+    return reports
+
+
+def _worker(
+    walk: _Walk, batches: list[list[_Child]], queue: int, out: int, board: _Board, slot: int
+) -> NoReturn:
+    """A forked worker: walk batches taken from the queue, report, and leave with os._exit (never
+    through the caller's code, which the parent runs on)."""
+    code = 1
+    try:
+        # Signals are the parent's to handle (the init's handlers would set a copy of its stop
+        # flag nobody reads, and its wakeup fd is the parent's): a SIGTERM or SIGINT sent here
+        # ends the worker, between two system calls, which chown's atomicity makes safe.
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        for directory in walk.open_dirs:
+            directory.in_charge = False
+        tally = _Tally()
+        walk.tallies = [tally]
+        walk.skipped = {reason: _Samples() for reason in SKIP_REASONS}
+        walk.faults = {}
+        walk.stop = _WorkerStop(board, slot, tally)
+        done: list[int] = []
+        failure = None
+        try:
+            while record := os.read(queue, 4):
+                index = int.from_bytes(record, "little")
+                if not walk.walk_here(list(batches[index]), tally, None):
+                    break
+                done.append(index)
+        except Exception as error:  # reported, so that the parent fails the phase with it
+            failure = repr(error)
+        board.publish(slot, tally)
+        report = {
+            "done": done,
+            "failure": failure,
+            "skipped": {reason: [s.count, s.paths] for reason, s in walk.skipped.items()},
+            "faults": {number: [s.count, s.paths] for number, s in walk.faults.items()},
+        }
+        data = json.dumps(report).encode("ascii")  # names undecodable as UTF-8 travel as \udcXX
+        while data:
+            data = data[os.write(out, data) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _merge(walk: _Walk, reports: list[bytes | None]) -> list[int]:
+    """Add the workers' skips and faults to the walk's; return the batches they finished."""
+    done: list[int] = []
+    for raw in reports:
+        if raw is None:
+            if not walk.stop.is_set():  # killed after a stop is expected; otherwise a bug
+                walk.failure = walk.failure or RuntimeError("a worker process ended without a report")
+            continue
+        report = json.loads(raw)
+        done += report["done"]
+        if report["failure"] is not None:
+            walk.failure = walk.failure or RuntimeError(f"in a worker process: {report['failure']}")
+        for reason, (count, paths) in report["skipped"].items():
+            _absorb(walk.skipped[reason], count, paths)
+        for number, (count, paths) in report["faults"].items():
+            _absorb(walk.faults.setdefault(int(number), _Samples()), count, paths)
+    return done
+
+
+def _absorb(samples: _Samples, count: int, paths: list[str]) -> None:
+    samples.count += count
+    samples.paths += paths[: SAMPLES - len(samples.paths)]
 
 
 def _warn(recorder: PhaseRecorder, walk: _Walk) -> None:

@@ -7,8 +7,6 @@ same thing.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -83,22 +81,9 @@ class StartupReport:
 
 
 def write(report: StartupReport, run_dir: str) -> str | None:
-    """Write the report atomically (temp file + rename) so `status` never reads half of it."""
-    path = os.path.join(run_dir, REPORT_FILE)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(report.to_dict(), handle, indent=2)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except OSError:
-        return None
-    return path
+    """Write the report atomically so `status` never reads half of it; None when unwritable."""
+    return rundir.write_json(run_dir, REPORT_FILE, report.to_dict())
 
 
 def read(run_dir: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(run_dir, REPORT_FILE), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
+    return rundir.read_json(run_dir, REPORT_FILE)

@@ -12,6 +12,8 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,6 +133,40 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def wake(layout: Layout, timeout_s: float = 0.2) -> bool:
+    """Make supervisord act now instead of at the end of its current poll.
+
+    supervisord starts programs, acts on signals and reaps exited ones only between two polls of
+    its file descriptors, and with nothing to read a poll lasts a full second: Python retries a
+    poll interrupted by a signal (PEP 475). A connection to its control socket ends the poll."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout_s)
+        try:
+            client.connect(layout.socket)
+        except OSError:
+            return False
+    return True
+
+
+def start_waker(layout: Layout, within_s: float = 5.0) -> None:
+    """Inside supervisord, before its main loop: wake it once its socket listens (the first
+    spawn), then after every signal it receives (SIGCHLD of an exited program, SIGTERM to stop),
+    so a start, an exit or a `docker stop` is acted on in milliseconds instead of up to 1 s."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    # Python writes each signal's number here when one of supervisord's handlers is due.
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def run() -> None:
+        deadline = time.monotonic() + within_s
+        while not wake(layout) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while os.read(read_end, 512):
+            wake(layout)
+
+    threading.Thread(target=run, name="supervisord-waker", daemon=True).start()
+
+
 def write_config(layout: Layout, text: str) -> None:
     temporary = layout.config + ".tmp"
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
@@ -143,14 +179,6 @@ def clear_markers(layout: Layout) -> None:
     for name in (rundir.STOPPING_MARKER, rundir.EXIT_CODE, rundir.GUARD_STATE):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(layout.path(name))
-
-
-def _requested_exit_code(layout: Layout) -> int | None:
-    try:
-        with open(layout.path(rundir.EXIT_CODE), encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
 
 
 class _Stop:
@@ -209,7 +237,7 @@ def run(
 
     status = reaper.supervise_child(pid, FORWARDED, on_signal=stop.on_signal, tick=on_tick)
     code = reaper.exit_code(status)
-    requested = _requested_exit_code(layout)
+    requested = rundir.read_exit_code(layout.run_dir)
     if requested is not None:
         exit_code = requested
     elif stop.requested:

@@ -9,11 +9,13 @@ of the sources.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,22 @@ def parse_lines(stderr: str) -> list[dict]:
     return parsed
 
 
+def kill_namespace(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the namespace's PID 1 (the kernel then kills everything in it), then `unshare`.
+
+    `unshare --kill-child` is not enough: the kernel clears a parent-death signal when the child
+    changes its uid, which the init does when it drops privileges."""
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    process.kill()
+    process.communicate()
+
+
 @dataclass
 class InitRunner:
     python: str
@@ -142,18 +160,13 @@ class InitRunner:
         )
 
     def run(self, *args: str, pid1: bool = True, timeout: float = 60, **env: str) -> InitResult:
-        completed = subprocess.run(
-            self.command(*args, pid1=pid1),
-            env=self.env(**env),
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        return InitResult(
-            completed.returncode, completed.stdout, completed.stderr, parse_lines(completed.stderr)
-        )
+        process = self.popen(*args, pid1=pid1, **env)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_namespace(process)
+            raise
+        return InitResult(process.returncode, stdout, stderr, parse_lines(stderr))
 
 
 @pytest.fixture

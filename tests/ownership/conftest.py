@@ -46,7 +46,7 @@ for command in args["setup"]:
     subprocess.run(command, check=True)
 plan = OwnershipPlan("auto", tuple(args["roots"]), args["uid"], args["gid"])
 user = TargetUser("target", args["uid"], args["gid"], (args["gid"],), "/nonexistent")
-result = ownership.run(plan, user, StopFlag())
+result = ownership.run(plan, user, StopFlag(), processes=args["processes"])
 owners = {}
 for path in args["probe"]:
     entry = os.stat(path, follow_symlinks=False)
@@ -127,18 +127,26 @@ def outside(area: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=[None, 2], ids=["auto", "forked"])
+def processes(request: pytest.FixtureRequest) -> int | None:
+    """Every test that runs the phase runs it twice: as the init does (trees this small stay in
+    the calling thread), and with the whole walk handed to two worker processes."""
+    return request.param
+
+
 @pytest.fixture
-def run_phase() -> Callable[..., PhaseResult]:
+def run_phase(processes: int | None) -> Callable[..., PhaseResult]:
     def call(
         *roots: Path | str, interval: float = 2.0, workers: int | None = None, stop: StopFlag | None = None
     ) -> PhaseResult:
-        return ownership.run(plan_for(*roots, interval=interval), TARGET, stop or StopFlag(), workers=workers)
+        plan = plan_for(*roots, interval=interval)
+        return ownership.run(plan, TARGET, stop or StopFlag(), workers=workers, processes=processes)
 
     return call
 
 
 @pytest.fixture
-def run_isolated() -> Callable[..., dict[str, Any]]:
+def run_isolated(processes: int | None) -> Callable[..., dict[str, Any]]:
     """Run the phase in a child process; `wrapper` prefixes its command line (unshare, setpriv)."""
 
     def call(
@@ -155,6 +163,7 @@ def run_isolated() -> Callable[..., dict[str, Any]]:
             "gid": GID,
             "setup": setup or [],
             "probe": [str(path) for path in probe or []],
+            "processes": processes,
         }
         completed = subprocess.run(
             [*wrapper, sys.executable, "-c", _RUNNER, json.dumps(args)],

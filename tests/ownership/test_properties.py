@@ -74,10 +74,11 @@ def _modes(root: Path) -> dict[str, int]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=TREE, root_owner=OWNERS, workers=st.sampled_from([None, 1, 3]))
+@given(spec=TREE, root_owner=OWNERS, walkers=st.sampled_from([(None, None), (1, None), (3, None), (None, 2)]))
 def test_random_tree_ends_target_owned_except_outside_hard_links_and_outside_is_untouched(
-    spec: list[Any], root_owner: tuple[int, int], workers: int | None
+    spec: list[Any], root_owner: tuple[int, int], walkers: tuple[int | None, int | None]
 ) -> None:
+    workers, processes = walkers  # threads, or worker processes
     base = Path(tempfile.mkdtemp(prefix="ownership-prop-", dir="/var/tmp"))
     try:
         outside = base / "outside"
@@ -101,7 +102,7 @@ def test_random_tree_ends_target_owned_except_outside_hard_links_and_outside_is_
         plan = OwnershipPlan("auto", (str(vol),), UID, GID)
         user = TargetUser("target", UID, GID, (GID,), "/")
 
-        result = ownership.run(plan, user, StopFlag(), workers=workers)
+        result = ownership.run(plan, user, StopFlag(), workers=workers, processes=processes)
 
         after = owners_below(vol)
         assert after == {name: vol_before[name] if name in kept else (UID, GID) for name in vol_before}

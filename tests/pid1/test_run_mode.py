@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import InitRunner
+from tests.conftest import InitRunner, kill_namespace
 
 pytestmark = pytest.mark.pid1
 
@@ -109,8 +109,8 @@ def test_init_cwd_is_root_and_child_gets_the_directory_it_was_started_in(init: I
         assert os.readlink(f"/proc/{init_pid}/cwd") == "/"
         assert child_cwd == str(workdir)
     finally:
-        process.kill()
-        process.wait()
+        if process.poll() is None:
+            kill_namespace(process)
 
 
 FORWARDED = sorted(
@@ -152,8 +152,8 @@ def test_every_catchable_signal_reaches_the_child(init: InitRunner, box: Path) -
                 time.sleep(0.005)
         assert process.wait(timeout=30) == 0
     finally:
-        process.kill()
-        process.wait()
+        if process.poll() is None:
+            kill_namespace(process)
     assert sorted(int(n) for n in received.read_text().split()) == FORWARDED
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import InitRunner, parse_lines
+from tests.conftest import InitRunner, kill_namespace, parse_lines
 from tests.pid1.test_run_mode import namespace_init_pid, wait_for_file
 
 pytestmark = pytest.mark.pid1
@@ -57,7 +57,10 @@ class Supervised:
 @contextmanager
 def supervised(init: InitRunner, *args: str, gateway_options: str = "", **env: str) -> Iterator[Supervised]:
     port = free_port()
-    pidfile, envfile = init.box / "gateway.pid", init.box / "gateway-env.json"
+    out = init.box / "out"  # where the stand-in, running as the target user, may write
+    out.mkdir()
+    out.chmod(0o777)
+    pidfile, envfile = out / "gateway.pid", out / "gateway-env.json"
     gateway = (
         f"python3 {init.sources}/tests/standins/healthy.py --port {port} "
         f"--pidfile {pidfile} --env-file {envfile} {gateway_options}"
@@ -71,8 +74,7 @@ def supervised(init: InitRunner, *args: str, gateway_options: str = "", **env: s
         yield Supervised(process, init_pid, port, pidfile, envfile)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            kill_namespace(process)
 
 
 def test_sigterm_stops_the_gateway_and_the_init_exits_0_within_2s_of_it(init: InitRunner) -> None:
@@ -148,13 +150,15 @@ def test_generated_token_is_0600_owned_by_the_user_and_never_logged(
 
 def test_init_arguments_are_passed_to_the_gateway(init: InitRunner) -> None:
     port = free_port()
-    gateway = f"python3 {init.sources}/tests/standins/healthy.py --pidfile {init.box}/pid"
+    gateway = f"python3 {init.sources}/tests/standins/healthy.py"
     process = init.popen("gateway", "--port", str(port), MOLTBOT_GATEWAY_COMMAND=gateway)
     try:
-        wait_for_port(port)
-    finally:
+        wait_for_port(port)  # the port came from the init's own arguments
         os.kill(namespace_init_pid(process.pid), signal.SIGTERM)
         process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            kill_namespace(process)
     assert process.returncode == 0
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from entrypoint import crashguard, ledger
+from entrypoint import crashguard, ledger, rundir
 
 from .conftest import policy
 
@@ -82,7 +82,7 @@ def test_protocol_acknowledges_every_event_and_reads_utf8_lengths_in_characters(
     runtime.start()
     crashguard.serve(stdin, stdout, runtime, time.time)
     assert stdout.getvalue() == "READY\nRESULT 2\nOK" * 4 + "READY\n"
-    wait_until(lambda: (crashguard.read_state(str(tmp_path)) or {}).get("state") == "running")
+    wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "running")
     assert list(runtime.guard.stderr_tail) == ["érreur fatale ✗", "zweite"]
     assert ledger.boots(runtime.ledger_path)[-1]["outcome"] == "ready"
     runtime.submit(None)
@@ -104,14 +104,14 @@ def test_runtime_restarts_after_the_backoff_then_refuses(tmp_path: Path) -> None
         wait_until(lambda attempt=attempt: len(rpc.named("startProcess")) == attempt)
         assert rpc.named("startProcess")[-1] == ("gateway", False)
         runtime.submit(crashguard.Event("PROCESS_STATE_STARTING", {"processname": "gateway"}, "", now()))
-    state = crashguard.read_state(str(tmp_path))
+    state = rundir.read_json(str(tmp_path), rundir.GUARD_STATE)
     assert state is not None and state["restarts"] == 2
     runtime.submit(
         crashguard.Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "8"}, "", now())
     )
     wait_until(lambda: rpc.named("shutdown"))
-    assert crashguard.read_exit_code(str(tmp_path)) == crashguard.EXIT_CRASH_LOOP
-    state = crashguard.read_state(str(tmp_path))
+    assert rundir.read_exit_code(str(tmp_path)) == crashguard.EXIT_CRASH_LOOP
+    state = rundir.read_json(str(tmp_path), rundir.GUARD_STATE)
     assert state is not None and state["state"] == "refused"
     assert [item["exit_code"] for item in state["exits"]] == [3, 3, 3]
     assert ledger.boots(runtime.ledger_path)[-1]["outcome"] == "refused"
@@ -138,9 +138,9 @@ def test_no_restart_once_the_init_is_stopping(tmp_path: Path) -> None:
     runtime.submit(
         crashguard.Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, "", time.time())
     )
-    wait_until(lambda: (crashguard.read_state(str(tmp_path)) or {}).get("state") == "backoff")
+    wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "backoff")
     (tmp_path / crashguard.STOPPING_FILE).write_text("15\n")
-    wait_until(lambda: (crashguard.read_state(str(tmp_path)) or {}).get("state") == "stopped")
+    wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "stopped")
     time.sleep(0.3)
     assert rpc.named("startProcess") == []
     runtime.submit(None)
@@ -177,7 +177,7 @@ def test_a_restarted_listener_takes_over_under_the_same_supervisord(tmp_path: Pa
     first.submit(
         crashguard.Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, "", time.time())
     )
-    wait_until(lambda: (crashguard.read_state(str(tmp_path)) or {}).get("state") == "backoff")
+    wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "backoff")
     first.submit(None)
     first.thread.join(5)
     second = crashguard.Runtime(
@@ -213,7 +213,7 @@ def test_state_file_is_valid_json_with_the_documented_fields(tmp_path: Path) -> 
     runtime.submit(
         crashguard.Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, "", time.time())
     )
-    wait_until(lambda: (crashguard.read_state(str(tmp_path)) or {}).get("state") == "running")
+    wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "running")
     state = json.loads((tmp_path / crashguard.STATE_FILE).read_text())
     for key in ("state", "pid", "restarts", "delay_s", "restart_at", "exits", "held_reason", "since"):
         assert key in state
