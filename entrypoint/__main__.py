@@ -85,8 +85,9 @@ def _init_dir(settings: config.Settings) -> str:
     return os.path.join(settings.state_dir, profile.INIT_DIR_NAME)
 
 
-def _token_path(settings: config.Settings) -> str:
-    return os.path.join(_init_dir(settings), profile.TOKEN_FILE_NAME)
+def _secret_plan(settings: config.Settings) -> SecretPlan:
+    token_path = os.path.join(_init_dir(settings), profile.TOKEN_FILE_NAME)
+    return SecretPlan(token_path, profile.TOKEN_ENV_NAMES, settings.user.uid, settings.user.gid)
 
 
 def _gateway_environment(settings: config.Settings) -> dict[str, str]:
@@ -139,7 +140,7 @@ def _boot(args: tuple[str, ...]) -> int:
             record_dir_name=profile.INIT_DIR_NAME,
             mode_setting=settings.env_prefix + "MIGRATE",
         ),
-        credentials=SecretPlan(_token_path(settings), profile.TOKEN_ENV_NAMES, user.uid, user.gid),
+        credentials=_secret_plan(settings),
         program=program,
         ledger_path=os.path.join(_init_dir(settings), "boot-ledger.json"),
         self_command=_self_command(),
@@ -163,16 +164,13 @@ def _boot(args: tuple[str, ...]) -> int:
 def _moltbot_cli(args: list[str]) -> int:
     """`moltbot ARGS`: the gateway's CLI as the target user, with the gateway's environment, so
     `docker exec ... moltbot status` never leaves root-owned files in the volumes."""
-    from . import privileges
+    from . import credentials, privileges
 
     settings = _settings()
     env = _gateway_environment(settings)
-    try:
-        with open(_token_path(settings), encoding="utf-8") as handle:
-            token = handle.read().strip()
-        env.update({name: token for name in profile.TOKEN_ENV_NAMES if not env.get(name)})
-    except OSError:
-        pass  # no generated token (given in the environment, or not yet booted)
+    token = credentials.existing(_secret_plan(settings), os.environ)
+    if token:
+        env.update({name: token for name in profile.TOKEN_ENV_NAMES})
     if os.geteuid() == 0 and settings.user.uid != 0:
         try:
             privileges.drop(settings.user)

@@ -38,12 +38,27 @@ def _generate(path: str) -> str:
     return value
 
 
+def _from_environment(plan: SecretPlan, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    return next(((name, environ[name]) for name in plan.env_names if environ.get(name)), None)
+
+
+def existing(plan: SecretPlan, environ: Mapping[str, str]) -> str | None:
+    """The secret if there is one already (environment first, then the file); never generates."""
+    given = _from_environment(plan, environ)
+    if given is not None:
+        return given[1]
+    try:
+        return _read(plan.path)
+    except OSError:
+        return None
+
+
 def run(plan: SecretPlan, environ: Mapping[str, str]) -> tuple[PhaseResult, str | None]:
     recorder = PhaseRecorder("credentials")
-    for name in plan.env_names:
-        if environ.get(name):
-            recorder.figures.update(source="environment", variable=name)
-            return recorder.result(), environ[name]
+    given = _from_environment(plan, environ)
+    if given is not None:
+        recorder.figures.update(source="environment", variable=given[0])
+        return recorder.result(), given[1]
     try:
         value = _read(plan.path)
         if value is not None:

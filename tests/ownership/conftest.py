@@ -9,11 +9,14 @@ the process, so no mount can outlive a test, and/or under `setpriv` with capabil
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -194,3 +197,45 @@ def no_stray_mounts(area: Path) -> Iterator[None]:
     yield
     with open("/proc/self/mounts", encoding="utf-8") as mounts:
         assert str(area) not in mounts.read()
+
+
+@pytest.fixture(scope="module")
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """About 30k root-owned entries: a walk long enough to be watched and interrupted."""
+    root = tmp_path_factory.mktemp("big") / "vol"
+    return root, make_tree(root, dirs=300, files_per_dir=100)
+
+
+@pytest.fixture
+def fresh_big_tree(big_tree: tuple[Path, int]) -> tuple[Path, int]:
+    subprocess.run(["chown", "-R", "0:0", str(big_tree[0])], check=True)
+    return big_tree
+
+
+class _Events(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.first_progress = threading.Event()
+        # A stop flag to set at the first progress line, from the phase's own thread: a SIGTERM
+        # without a signalling thread, which would keep the phase from forking workers.
+        self.stop_at_first_progress: StopFlag | None = None
+        self.stopped_at = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if getattr(record, "event", None) == "progress" and not self.first_progress.is_set():
+            self.first_progress.set()
+            if self.stop_at_first_progress is not None:
+                self.stopped_at = time.monotonic()
+                self.stop_at_first_progress.set(15)
+
+
+@pytest.fixture
+def events() -> Iterator[_Events]:
+    handler = _Events()
+    logger = logging.getLogger("init.ownership")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)

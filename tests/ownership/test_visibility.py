@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from entrypoint.plan import StopFlag
 
-from .conftest import GID, UID, make_files, make_tree, owner, owners_below
-
-
-@pytest.fixture(scope="module")
-def big_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """About 30k root-owned entries: a walk long enough to be watched and interrupted."""
-    root = tmp_path_factory.mktemp("big") / "vol"
-    return root, make_tree(root, dirs=300, files_per_dir=100)
-
-
-@pytest.fixture
-def fresh_big_tree(big_tree: tuple[Path, int]) -> tuple[Path, int]:
-    subprocess.run(["chown", "-R", "0:0", str(big_tree[0])], check=True)
-    return big_tree
-
-
-class _Events(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-        self.first_progress = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        if getattr(record, "event", None) == "progress":
-            self.first_progress.set()
-
-
-@pytest.fixture
-def events() -> Iterator[_Events]:
-    handler = _Events()
-    logger = logging.getLogger("init.ownership")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
+from .conftest import GID, UID, make_files, owner, owners_below
 
 
 def test_progress_lines_appear_every_interval_with_seen_changed_and_rate(fresh_big_tree, run_phase, events):
