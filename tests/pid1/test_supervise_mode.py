@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import InitRunner, kill_namespace, parse_lines
@@ -195,7 +196,12 @@ def test_gateway_and_supervisord_run_as_the_target_user(
     init: InitRunner, test_user: pwd.struct_passwd
 ) -> None:
     with supervised(init, MOLTBOT_USER=test_user.pw_name) as running:
-        gateway_pid = int(running.pidfile.read_text())
-        owners = {pid: os.stat(f"/proc/{pid}").st_uid for pid in (running.init_pid, gateway_pid)}
+        init_process = psutil.Process(running.init_pid)
+        tree = [init_process, *init_process.children(recursive=True)]
+        # /proc/PID/status, not the owner of /proc/PID: a process that changed its uid is not
+        # dumpable, and the kernel then shows its /proc directory as root's.
+        uids = {process.pid: tuple(process.uids()) for process in tree}
+        names = sorted(" ".join(process.cmdline()[-2:]) for process in tree)
         running.stop()
-    assert set(owners.values()) == {test_user.pw_uid}
+    assert len(tree) == 4, names  # init, supervisord, crash guard, gateway
+    assert set(uids.values()) == {(test_user.pw_uid,) * 3}
