@@ -73,6 +73,12 @@ class _Boot:
             result.warnings.append(
                 reporting.warning("phase_crashed", f"{name} failed: {error}", error=type(error).__name__)
             )
+        result.name = name  # the pipeline's label: one phase function may run twice, for two purposes
+        return self.note(result)
+
+    def note(self, result: PhaseResult) -> PhaseResult:
+        """Collect a phase's result for the report and log it: its warnings, then its summary."""
+        name = result.name
         self.phases.append(result)
         for item in result.warnings:
             fields = {key: value for key, value in item.items() if key not in ("event", "message")}
@@ -127,7 +133,7 @@ class _Boot:
         if self.interrupted():
             return 128 + self.stop.signal_number
         try:
-            self.phases.append(privileges.drop(user))
+            self.note(privileges.drop(user))
         except (privileges.PrivilegeDropError, OSError) as error:
             log.event(
                 _LOG,

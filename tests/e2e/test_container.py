@@ -184,19 +184,19 @@ def test_root_filled_state_volume_is_repaired_and_gateway_starts(stack: Stack, e
 
 
 def _legacy_tree(root: Path) -> None:
-    (root / "credentials").mkdir()
-    (root / "agents" / "main" / "sessions").mkdir(parents=True)
+    """Legacy state the gateway accepts (it refuses, e.g., a device identity it cannot read, and
+    moves some files into its own stores at start: cron/jobs.json goes into SQLite)."""
+    (root / "credentials").mkdir(mode=0o700)
     (root / "cron").mkdir()
-    (root / "identity").mkdir()
+    (root / "media" / "inbound").mkdir(parents=True)
     (root / "clawdbot.json").write_text(MARKER_CONFIG)
-    (root / "credentials" / "oauth.json").write_text('{"provider": "e2e", "refresh": "not-a-secret"}\n')
-    (root / "agents" / "main" / "sessions" / "s1.jsonl").write_text('{"role": "user", "text": "hi"}\n')
+    (root / "credentials" / "e2e.json").write_text('{"provider": "e2e", "refresh": "not-a-secret"}\n')
     (root / "cron" / "jobs.json").write_text('{"version":1,"jobs":[]}\n')
-    (root / "identity" / "device.json").write_text('{"deviceId": "e2e-device"}\n')
-    (root / "latest.jsonl").symlink_to("agents/main/sessions/s1.jsonl")
-    for secret in ("clawdbot.json", "credentials/oauth.json", "identity/device.json"):
+    (root / "media" / "inbound" / "photo.bin").write_bytes(bytes(range(256)) * 64)
+    (root / "NOTES.md").write_text("kept from the clawdbot days\n")
+    (root / "latest-photo").symlink_to("media/inbound/photo.bin")
+    for secret in ("clawdbot.json", "credentials/e2e.json"):
         (root / secret).chmod(0o600)
-    (root / "credentials").chmod(0o700)
 
 
 def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stack, host_dir: Path) -> None:
@@ -204,7 +204,8 @@ def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stac
     legacy.mkdir(mode=0o755)
     _legacy_tree(legacy)
     before = manifest(legacy)
-    # The legacy dir is a mount point in the container: renaming it gives EBUSY.
+    # The legacy dir is a mount point in the container: the gateway's own rename of it gave users
+    # EBUSY; the init's rename into the data volume (another mount) is refused with EXDEV.
     stack.override({"volumes": [f"{legacy}:/home/node/.clawdbot"]})
 
     stack.up()
@@ -216,19 +217,22 @@ def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stac
     assert migration["status"] == "ok", migration
     assert figures["outcome"] == "migrated", figures
     assert figures["source"] == "/home/node/.clawdbot"
-    assert figures["strategy"] == "copy", figures  # the rename was refused (EBUSY): copied instead
+    assert figures["strategy"] == "copy", figures  # the rename was refused: copied instead
+    assert figures["rename_refused"] in ("EBUSY", "EXDEV"), figures
+    assert "never modified" in figures["source_after"], figures
     assert figures["config_renamed"] == "clawdbot.json -> openclaw.json", figures
 
     # In the data volume, under the installed gateway's preferred name, byte for byte, owned by node.
     assert stack.exec("cat", f"{STATE_DIR}/openclaw.json").stdout == MARKER_CONFIG
     assert stack.exec("test", "-e", f"{STATE_DIR}/clawdbot.json").returncode == 1
     listing = stack.exec(
-        "stat", "-c", "%a %u %g %N", f"{STATE_DIR}/credentials/oauth.json", f"{STATE_DIR}/latest.jsonl"
+        "stat", "-c", "%a %u %g %N", f"{STATE_DIR}/credentials/e2e.json", f"{STATE_DIR}/latest-photo"
     ).stdout.splitlines()
-    assert listing[0] == f"600 {NODE_UID} {NODE_GID} '{STATE_DIR}/credentials/oauth.json'", listing
-    assert listing[1].endswith("-> 'agents/main/sessions/s1.jsonl'"), listing
-    session = stack.exec("cat", f"{STATE_DIR}/agents/main/sessions/s1.jsonl").stdout
-    assert session == (legacy / "agents/main/sessions/s1.jsonl").read_text()
+    assert listing[0] == f"600 {NODE_UID} {NODE_GID} '{STATE_DIR}/credentials/e2e.json'", listing
+    assert listing[1].endswith("-> 'media/inbound/photo.bin'"), listing
+    for name in ("media/inbound/photo.bin", "NOTES.md", "credentials/e2e.json"):
+        copied = stack.exec("sha256sum", f"{STATE_DIR}/{name}").stdout.split()[0]
+        assert copied == before[name][6], name
     wrong = stack.exec("find", STATE_DIR, "-xdev", "(", "!", "-uid", "1000", "-o", "!", "-gid", "1000", ")")
     assert wrong.stdout == "", f"not owned by node after the migration:\n{wrong.stdout}"
     # The gateway runs on the migrated config.

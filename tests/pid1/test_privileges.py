@@ -125,3 +125,24 @@ def test_started_non_root_skips_the_drop_and_warns_about_unwritable_dirs(
     assert unwritable == sorted([str(init.box / "state"), str(init.box / "workspace")])
     report = next(line for line in lines if line["event"] == "startup_report")
     assert [phase["name"] for phase in report["phases"]] == ["config", "privileges", "credentials"]
+
+
+def test_legacy_state_renamed_into_the_state_dir_ends_up_owned_by_the_user(
+    init: InitRunner, test_user: pwd.struct_passwd
+) -> None:
+    import os
+
+    legacy = init.box / "legacy"
+    (legacy / "cron").mkdir(parents=True)
+    (legacy / "cron" / "jobs.json").write_text("{}")
+    (legacy / "clawdbot.json").write_text('{"gateway": {}}')
+    result = init.run("true", MOLTBOT_USER=test_user.pw_name)
+    assert result.returncode == 0, result.stderr
+    report = result.events("startup_report")[0]
+    phases = {phase["name"]: phase for phase in report["phases"]}
+    assert phases["migration"]["figures"]["strategy"] == "rename"
+    assert "ownership_migrated" in phases
+    state = init.box / "state"
+    for path in [state, *state.rglob("*")]:
+        assert os.lstat(path).st_uid == test_user.pw_uid, path
+    assert (state / "cron" / "jobs.json").read_text() == "{}"
