@@ -61,11 +61,15 @@ def _self_command() -> tuple[str, ...]:
     return (sys.executable, "-m", "entrypoint")
 
 
-def _settings() -> config.Settings:
-    """Settings or, for any invalid value, one JSON line and exit 78."""
+def _settings(*, drops_privileges: bool = True) -> config.Settings:
+    """Settings or, for any invalid value, one JSON line and exit 78.
+
+    Operator tools that never change user (health, status, supervisorctl) do not need the target
+    user to exist where they run; they only check an explicitly set one."""
     log.configure()
+    as_root = os.geteuid() == 0 and drops_privileges
     try:
-        settings = config.load(os.environ, _defaults())
+        settings = config.load(os.environ, _defaults(), as_root=as_root)
     except config.ConfigError as error:
         log.event(
             _LOG,
@@ -83,6 +87,10 @@ def _settings() -> config.Settings:
 
 def _init_dir(settings: config.Settings) -> str:
     return os.path.join(settings.state_dir, profile.INIT_DIR_NAME)
+
+
+def _ledger_path(settings: config.Settings) -> str:
+    return os.path.join(_init_dir(settings), profile.LEDGER_FILE_NAME)
 
 
 def _secret_plan(settings: config.Settings) -> SecretPlan:
@@ -142,7 +150,7 @@ def _boot(args: tuple[str, ...]) -> int:
         ),
         credentials=_secret_plan(settings),
         program=program,
-        ledger_path=os.path.join(_init_dir(settings), "boot-ledger.json"),
+        ledger_path=_ledger_path(settings),
         self_command=_self_command(),
     )
     config_result = PhaseResult(
@@ -192,7 +200,7 @@ def _supervisorctl(args: list[str]) -> int:
     from supervisor import supervisorctl
 
     if not {"-c", "--configuration"} & {arg.split("=", 1)[0] for arg in args}:
-        settings = _settings()
+        settings = _settings(drops_privileges=False)
         args = ["-c", os.path.join(settings.run_dir, rundir.SUPERVISOR_CONFIG), *args]
     supervisorctl.main(args)
     return 0
@@ -203,7 +211,7 @@ def _supervisord(args: list[str]) -> int:
 
     from . import supervise
 
-    supervise.start_waker(supervise.Layout(_settings().run_dir))
+    supervise.start_waker(supervise.Layout(_settings(drops_privileges=False).run_dir))
     # Frozen, we were started through the loader, which set its variables again for us: the
     # programs supervisord starts inherit our environment and must not see them.
     cleaned = environment.for_program(os.environ)
@@ -216,7 +224,7 @@ def _supervisord(args: list[str]) -> int:
 def _health(args: list[str]) -> int:
     from . import health
 
-    settings = _settings()
+    settings = _settings(drops_privileges=False)
     healthy, reason = health.check(settings.run_dir, profile.PROGRAM_NAME, settings.program_port)
     print(reason)
     return 0 if healthy else 1
@@ -225,15 +233,14 @@ def _health(args: list[str]) -> int:
 def _status(args: list[str]) -> int:
     from . import status
 
-    return status.main(_settings(), profile.PROGRAM_NAME, as_json="--json" in args)
+    return status.main(_settings(drops_privileges=False), profile.PROGRAM_NAME, as_json="--json" in args)
 
 
 def _crashguard(args: list[str]) -> int:
     from . import crashguard
 
     settings = _settings()
-    ledger_path = os.path.join(_init_dir(settings), "boot-ledger.json")
-    return crashguard.main(settings, profile.PROGRAM_NAME, ledger_path)
+    return crashguard.main(settings, profile.PROGRAM_NAME, _ledger_path(settings))
 
 
 # Called by these names (argv[0]), the program is that tool.

@@ -81,7 +81,7 @@ STOP_CHECK_EVERY = 256  # entries between two looks at the stop flag inside a la
 MAX_WORKERS = 8  # threads at most, all but one waiting on the disk when it comes to that
 BUSY_SHARE = 0.8  # the walk's threads run or wait for a CPU less than this: it waits on I/O
 ENLIST_CHECK_S = 0.25  # how often the supervisor decides whether to add a thread
-HANDOFF_S = 0.03  # a walk not done in-process by then goes to worker processes (~2 ms per fork)
+HANDOFF_S = 0.02  # a walk not done in-process by then goes to worker processes (~3 ms per fork)
 MAX_PROCESSES = 8  # worker processes at most (one per CPU below that)
 TASKS_PER_PROCESS = 8  # subtrees per worker at least, so that uneven ones even out
 MAX_BATCHES = 1024  # queue records (4 bytes each): they fit a pipe of one page, the smallest
@@ -145,6 +145,14 @@ class _Samples:
         self.count += 1
         if len(self.paths) < SAMPLES:
             self.paths.append(path)
+
+
+def _depth(task: _Dir | _Child) -> int:
+    """How far below its root a task is: 0 for a root, 1 for a directory in a root, and so on."""
+    depth, parent = (0, task.parent) if isinstance(task, _Dir) else (1, task[0].parent)
+    while parent is not None:
+        depth, parent = depth + 1, parent.parent
+    return depth
 
 
 def _loses_setid(mode: int) -> bool:
@@ -282,32 +290,35 @@ class _Walk:
         return True
 
     def split(self, stack: list[_Dir | _Child], tally: _Tally, want: int) -> list[_Child] | None:
-        """What is left of the walk as subtrees not entered yet, at least `want` of them if the
-        tree has that many, those nearest the top of the tree first. None: stopped.
+        """What is left of the walk as subtrees not entered yet, the shallowest first. None: stopped.
 
-        A directory already open (a root not walked yet) is listed here: workers only ever get
-        directories to enter, whose parents stay with this process."""
-        tasks = list(stack)  # the bottom of the stack first: the directories nearest the top
-        index = 0
-        while index < len(tasks):
-            task = tasks[index]
-            if isinstance(task, _Dir):
-                directory: _Dir | None = task
-            elif len(tasks) < want:
-                directory = self._enter(task, tally)
-            else:
-                index += 1
-                continue
-            children = [] if directory is None else self._scan(directory, tally)
-            if children is None:
-                return None
-            tasks[index : index + 1] = children
-            if directory is not None:
-                directory.pending += len(children)
-                self._finish(directory, tally)
-            if self.stopping():
-                return None
-        return [task for task in tasks if not isinstance(task, _Dir)]  # all of them by now
+        The shallowest subtrees are listed here, a level at a time, until that level alone has
+        `want` of them (or the tree ends). A depth-first walk paused midway leaves a few large
+        subtrees near the top among many small deep ones; a worker that took one of the large
+        ones would be left walking it alone. Roots still to walk (open already) are always
+        listed here: workers only get directories to enter, whose parents stay in this process."""
+        tasks = list(stack)
+        while tasks:
+            depths = [_depth(task) for task in tasks]
+            top = min(depths)
+            if top > 0 and depths.count(top) >= want:
+                break
+            rest: list[_Dir | _Child] = []
+            for task, depth in zip(tasks, depths, strict=True):
+                if depth != top:
+                    rest.append(task)
+                    continue
+                directory = task if isinstance(task, _Dir) else self._enter(task, tally)
+                children = [] if directory is None else self._scan(directory, tally)
+                if children is None or self.stopping():
+                    return None
+                if directory is not None:
+                    directory.pending += len(children)
+                    self._finish(directory, tally)
+                rest += children
+            tasks = rest
+        # The largest pieces first: workers take them in this order, the small ones even out last.
+        return sorted((task for task in tasks if not isinstance(task, _Dir)), key=_depth)
 
     # -- the threads -------------------------------------------------------------------------
 

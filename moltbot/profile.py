@@ -29,6 +29,7 @@ LEGACY_DIRS = (
 # The init's own records inside the state volume (migration record, boot ledger, generated token).
 INIT_DIR_NAME = ".moltbot-init"
 TOKEN_FILE_NAME = "gateway-token"
+LEDGER_FILE_NAME = "boot-ledger.json"
 
 APP_DIR = "/app"
 CLI = ("node", f"{APP_DIR}/moltbot.mjs")
