@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,20 @@ def parse_lines(stderr: str) -> list[dict]:
             except ValueError:
                 raise AssertionError(f"not a JSON line: {raw!r}") from None
     return parsed
+
+
+def namespace_init_pid(unshare_pid: int, timeout: float = 10) -> int:
+    """The init's pid as seen from here: the child that `unshare --fork` made."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+        except FileNotFoundError:
+            children = []
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    raise AssertionError("the init never started")
 
 
 def kill_namespace(process: subprocess.Popen[str]) -> None:

@@ -11,23 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import InitRunner, kill_namespace
+from tests.conftest import InitRunner, kill_namespace, namespace_init_pid
 
 pytestmark = pytest.mark.pid1
-
-
-def namespace_init_pid(unshare_pid: int, timeout: float = 10) -> int:
-    """The init's pid as seen from here: the child that `unshare --fork` made."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
-        except FileNotFoundError:
-            children = []
-        if children:
-            return int(children[0])
-        time.sleep(0.01)
-    raise AssertionError("the init never started")
 
 
 def wait_for_file(path: Path, timeout: float = 15) -> str:

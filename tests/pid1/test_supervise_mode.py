@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import InitRunner, kill_namespace, parse_lines
-from tests.pid1.test_run_mode import namespace_init_pid, wait_for_file
+from tests.conftest import InitRunner, kill_namespace, namespace_init_pid, parse_lines
+from tests.pid1.test_run_mode import wait_for_file
 
 pytestmark = pytest.mark.pid1
 

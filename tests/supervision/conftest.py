@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from entrypoint.plan import RestartPolicy
-from tests.conftest import InitRunner, parse_lines
+from tests.conftest import InitRunner, namespace_init_pid, parse_lines
 
 STANDINS = "tests/standins"
 
@@ -142,18 +142,7 @@ class Supervised:
     def init_pid(self, timeout: float = 10) -> int:
         """The init's pid as seen from here: the child that `unshare --fork` made (unshare itself
         forwards no signal)."""
-        deadline = time.monotonic() + timeout
-        path = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
-        while time.monotonic() < deadline:
-            try:
-                with open(path) as handle:
-                    children = handle.read().split()
-            except FileNotFoundError:
-                children = []
-            if children:
-                return int(children[0])
-            time.sleep(0.01)
-        raise AssertionError("the init never started")
+        return namespace_init_pid(self.process.pid, timeout)
 
     def signal(self, signum: int) -> None:
         os.kill(self.init_pid(), signum)
