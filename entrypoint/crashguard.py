@@ -48,7 +48,7 @@ from .plan import RestartPolicy
 # was refused, not misconfigured (that is 78, EX_CONFIG): an orchestrator that restarts on failure
 # will try again, and the boot ledger holds the next boot if it keeps failing. It cannot be mistaken
 # for a signal (128+N), a missing (127) or non-executable (126) command, or a clean stop (0).
-EXIT_CRASH_LOOP = 75
+EXIT_CRASH_LOOP = rundir.CRASH_LOOP_EXIT_CODE
 
 STATE_FILE = rundir.GUARD_STATE
 STOPPING_FILE = rundir.STOPPING_MARKER

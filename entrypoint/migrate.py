@@ -579,10 +579,10 @@ class _Migration:
         # the later ones (reported by _report_odd) rather than letting them jump the queue.
         chosen = next((source for source in sources if source.kind in ("data", "unreadable")), None)
         if chosen is None or chosen.kind == "unreadable":
+            # Legacy paths that are only our links, with no record, were linked by a boot that
+            # found nothing to migrate: still nothing to migrate.
             if chosen is not None:
                 self.figures["outcome"] = "blocked"
-            elif any(source.kind == "linked" for source in sources):
-                self.figures["outcome"] = "already-migrated"
             self._settle(sources, None)
             return
         self.figures["source"] = chosen.path

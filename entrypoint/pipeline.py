@@ -15,10 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from . import (
-    crashguard,
     credentials,
     environment,
-    health,
     ledger,
     log,
     migrate,
@@ -27,6 +25,7 @@ from . import (
     prepare,
     privileges,
     reaper,
+    rundir,
     supervise,
 )
 from . import report as reporting
@@ -95,6 +94,13 @@ class _Boot:
         )
         return result
 
+    def health_check(self) -> tuple[bool, str]:
+        # Imported here: xmlrpc and http.client cost PID 1 memory for as long as it lives, and only
+        # readiness notification (a NOTIFY_SOCKET) asks PID 1 itself for health.
+        from . import health
+
+        return health.check(self.settings.run_dir, self.plan.program.name, self.settings.program_port)
+
     def interrupted(self) -> bool:
         if self.stop.is_set():
             log.event(
@@ -149,11 +155,7 @@ class _Boot:
     def run(self) -> int:
         settings = self.settings
         if self.plan.mode == "supervise":
-            self.readiness = notify.Readiness.from_environ(
-                os.environ,
-                lambda: health.check(settings.run_dir, self.plan.program.name, settings.program_port),
-                settings.run_dir,
-            )
+            self.readiness = notify.Readiness.from_environ(os.environ, self.health_check, settings.run_dir)
         if settings.started_as_root:
             failed = self.prepare_as_root()
             if failed is not None:
@@ -232,7 +234,7 @@ class _Boot:
             on_stop=readiness.stopping if readiness else lambda: None,
             tick=readiness.tick if readiness else lambda now: None,
         )
-        if code != crashguard.EXIT_CRASH_LOOP:  # the crash guard has marked its refusal itself
+        if code != rundir.CRASH_LOOP_EXIT_CODE:  # the crash guard has marked its refusal itself
             ledger.mark(plan.ledger_path, "stopped" if code == 0 else "init_failed")
         return code
 

@@ -16,8 +16,10 @@ STARTUP_REPORT = "startup-report.json"
 GUARD_STATE = "crashguard.json"
 # Created by the init on SIGTERM/SIGINT: from then on nothing may restart the gateway.
 STOPPING_MARKER = "stopping"
-# Written by the crash guard when it refuses with the `exit` action: the init's exit code.
+# Written by the crash guard when it refuses with the `exit` action: the init's exit code, which
+# is CRASH_LOOP_EXIT_CODE (EX_TEMPFAIL: not 78, so an orchestrator tells it from a bad setting).
 EXIT_CODE = "exit-code"
+CRASH_LOOP_EXIT_CODE = 75
 
 
 def read_json(run_dir: str, name: str) -> dict[str, Any] | None:

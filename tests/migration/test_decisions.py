@@ -116,7 +116,7 @@ def test_later_sources_holding_data_are_reported_as_conflicts_and_left_alone(scr
     ]
 
 
-def test_source_that_links_to_the_target_counts_as_migrated(scratch: Path) -> None:
+def test_source_that_links_to_the_target_is_not_migrated_again(scratch: Path) -> None:
     target = scratch / "state"
     target.mkdir()
     (target / "moltbot.json").write_text("{}")
@@ -126,9 +126,12 @@ def test_source_that_links_to_the_target_counts_as_migrated(scratch: Path) -> No
 
     result = migrate.run(plan_for([legacy], target), StopFlag())
 
+    # No record says a migration happened: the link is one an earlier boot made for a legacy
+    # path that held nothing, so there was, and is, nothing to migrate.
     assert result.status == "ok"
-    assert result.figures["outcome"] == "already-migrated"
+    assert result.figures["outcome"] == "nothing-to-migrate"
     assert os.readlink(legacy) == str(target)
+    assert (target / "moltbot.json").read_text() == "{}"
 
 
 def test_absent_legacy_paths_become_links_to_the_target_owned_by_the_target_user(scratch: Path) -> None:
