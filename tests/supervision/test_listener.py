@@ -162,9 +162,9 @@ def test_a_stale_stopping_marker_is_ignored(tmp_path: Path) -> None:
     assert runtime.stopping()
 
 
-def test_a_restarted_listener_takes_over_under_the_same_supervisord(tmp_path: Path) -> None:
-    rpc = FakeRPC()
-    first = crashguard.Runtime(
+def same_supervisord_runtime(tmp_path: Path, rpc: FakeRPC) -> crashguard.Runtime:
+    """A listener's runtime under supervisord pid 5 started at 1234.5 (one supervisord's life)."""
+    return crashguard.Runtime(
         str(tmp_path),
         "gateway",
         policy(initial=60),
@@ -173,6 +173,11 @@ def test_a_restarted_listener_takes_over_under_the_same_supervisord(tmp_path: Pa
         supervisord_pid=5,
         supervisord_started=1234.5,
     )
+
+
+def test_a_restarted_listener_takes_over_under_the_same_supervisord(tmp_path: Path) -> None:
+    rpc = FakeRPC()
+    first = same_supervisord_runtime(tmp_path, rpc)
     first.start()
     first.submit(
         crashguard.Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, "", time.time())
@@ -180,15 +185,7 @@ def test_a_restarted_listener_takes_over_under_the_same_supervisord(tmp_path: Pa
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "backoff")
     first.submit(None)
     first.thread.join(5)
-    second = crashguard.Runtime(
-        str(tmp_path),
-        "gateway",
-        policy(initial=60),
-        str(tmp_path / "l.json"),
-        lambda: rpc,
-        supervisord_pid=5,
-        supervisord_started=1234.5,
-    )
+    second = same_supervisord_runtime(tmp_path, rpc)
     second._adopt()
     assert second.guard.state == crashguard.BACKOFF and len(second.guard.budget.exits) == 1
     assert second.timer_at is not None
