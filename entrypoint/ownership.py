@@ -216,12 +216,15 @@ class _Walk:
         with self._lock:
             self.skipped[reason].add(path)
 
-    def fault(self, error: OSError, path: str) -> None:
+    def fault(self, error: OSError, path: str) -> bool:
+        """Record a failed call; True when the entry vanished (then it is not counted as seen:
+        `seen` and `skipped.vanished` never count the same entry)."""
         if error.errno == errno.ENOENT:  # removed between the listing and the call: a race, not a fault
             self.skip("vanished", path)
-            return
+            return True
         with self._lock:
             self.faults.setdefault(error.errno or 0, _Samples()).add(path)
+        return False
 
     def stopping(self) -> bool:
         return self._halt or self.stop.is_set()
@@ -255,7 +258,7 @@ class _Walk:
         try:
             fd = os.open(path, _DIR_FLAGS)
         except OSError as error:
-            self._open_failed(error, path)
+            self._open_failed(error, path, tally)
             return None
         directory = self._verified(fd, path, seen.st_dev, seen.st_ino, None)
         if directory is None:
@@ -417,11 +420,11 @@ class _Walk:
         try:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
         except OSError as error:
-            self._open_failed(error, path)
+            self._open_failed(error, path, tally)
             if error.errno == errno.EACCES:
                 # Unreadable (no DAC override): its contents stay as they are, but its own entry
                 # can still be re-owned by name, without following, like any non-directory.
-                tally.changed += self._chown_by_name(parent.fd, name, path, seen)
+                tally.changed += self._chown_by_name(parent.fd, name, path, seen) or 0
             directory = None
         else:
             directory = self._verified(fd, path, parent.dev, seen.st_ino, parent)
@@ -447,13 +450,13 @@ class _Walk:
         self.open_dirs.add(directory)
         return directory
 
-    def _open_failed(self, error: OSError, path: str) -> None:
+    def _open_failed(self, error: OSError, path: str, tally: _Tally) -> None:
         # ELOOP: it is a symlink now (O_NOFOLLOW); ENOTDIR: something else now. Either way it was
         # swapped after the listing saw a directory.
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
             self.skip("replaced", path)
-        else:
-            self.fault(error, path)
+        elif self.fault(error, path):
+            tally.seen -= 1  # counted when it was listed (or stat'ed, for a root); vanished since
 
     def _scan(self, directory: _Dir, tally: _Tally) -> list[_Child] | None:
         """Re-own the non-directories of one directory; return its subdirectories (None: stopped)."""
@@ -492,7 +495,8 @@ class _Walk:
                             chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
                             changed += 1
                         except OSError as error:
-                            self.fault(error, f"{directory.path}/{name}")
+                            if self.fault(error, f"{directory.path}/{name}"):
+                                seen -= 1
                     else:
                         changed += self._own_entry(fd, name, f"{directory.path}/{name}", entry, tally)
             tally.seen += seen
@@ -515,19 +519,23 @@ class _Walk:
             self.skip("hardlink", path)
             return 0
         changed = self._chown_by_name(dir_fd, name, path, entry)
+        if changed is None:  # vanished after its stat
+            tally.seen -= 1
+            return 0
         if changed and stat.S_ISREG(entry.st_mode) and _loses_setid(entry.st_mode):
             tally.setid_cleared += 1
         return changed
 
-    def _chown_by_name(self, dir_fd: int | None, name: str, path: str, entry: os.stat_result) -> int:
-        """fchownat(AT_SYMLINK_NOFOLLOW) if the owner differs: a link is re-owned, never followed."""
+    def _chown_by_name(self, dir_fd: int | None, name: str, path: str, entry: os.stat_result) -> int | None:
+        """fchownat(AT_SYMLINK_NOFOLLOW) if the owner differs: a link is re-owned, never followed.
+
+        1 if changed, 0 if not (right already, or a fault), None if the entry vanished."""
         if entry.st_uid == self.uid and entry.st_gid == self.gid:
             return 0
         try:
             os.chown(name, self.uid, self.gid, dir_fd=dir_fd, follow_symlinks=False)
         except OSError as error:
-            self.fault(error, path)
-            return 0
+            return None if self.fault(error, path) else 0
         return 1
 
     def _finish(self, directory: _Dir | None, tally: _Tally) -> None:
