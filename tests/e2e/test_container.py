@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ROOT_BOOT_PHASES
 from tests.e2e.conftest import (
     NODE_GID,
     NODE_UID,
@@ -78,14 +79,7 @@ def test_up_logs_startup_report_turns_healthy_and_serves_healthz(stack: Stack) -
     report = reports[0]
     assert report["mode"] == "supervise"
     assert report["user"] == {"name": "node", "uid": NODE_UID, "gid": NODE_GID}
-    assert [item["name"] for item in report["phases"]] == [
-        "config",
-        "prepare",
-        "ownership",
-        "migration",
-        "privileges",
-        "credentials",
-    ]
+    assert [item["name"] for item in report["phases"]] == list(ROOT_BOOT_PHASES)
     assert report["warnings"] == [], report["warnings"]
     assert phase(report, "privileges")["figures"]["dropped"] is True
     assert phase(report, "credentials")["figures"]["source"] == "generated"

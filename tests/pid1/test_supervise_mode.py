@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import InitRunner, kill_namespace, namespace_init_pid, parse_lines
+from tests.conftest import ROOT_BOOT_PHASES, InitRunner, kill_namespace, namespace_init_pid, parse_lines
 from tests.pid1.test_run_mode import wait_for_file
 
 pytestmark = pytest.mark.pid1
@@ -100,14 +100,7 @@ def test_gateway_output_reaches_stdout_once_and_every_init_line_is_json(init: In
     assert sum(1 for line in stderr.splitlines() if line.startswith("standin stderr")) == 3
     report = next(line for line in lines if line["event"] == "startup_report")
     assert report["mode"] == "supervise"
-    assert [phase["name"] for phase in report["phases"]] == [
-        "config",
-        "prepare",
-        "ownership",
-        "migration",
-        "privileges",
-        "credentials",
-    ]
+    assert [phase["name"] for phase in report["phases"]] == list(ROOT_BOOT_PHASES)
     for line in lines:
         assert {"time", "level", "logger", "event", "message"} <= line.keys()
         assert line["time"].endswith("Z")
