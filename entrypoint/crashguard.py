@@ -50,9 +50,6 @@ from .plan import RestartPolicy
 # for a signal (128+N), a missing (127) or non-executable (126) command, or a clean stop (0).
 EXIT_CRASH_LOOP = rundir.CRASH_LOOP_EXIT_CODE
 
-STATE_FILE = rundir.GUARD_STATE
-STOPPING_FILE = rundir.STOPPING_MARKER
-EXIT_CODE_FILE = rundir.EXIT_CODE
 STDERR_TAIL_LINES = 20
 _STDERR_LINE_MAX = 500  # characters kept of one stderr line
 # The init writes a boot's `held` state just before it starts supervisord: older is from another boot.
@@ -632,7 +629,7 @@ class Runtime:
     def stopping(self) -> bool:
         """The init asked everything to stop. A `stopping` older than supervisord is stale."""
         try:
-            mtime = os.stat(os.path.join(self.run_dir, STOPPING_FILE)).st_mtime
+            mtime = os.stat(os.path.join(self.run_dir, rundir.STOPPING_MARKER)).st_mtime
         except OSError:
             return False
         return self.supervisord_started is None or mtime >= self.supervisord_started - 1.0
@@ -643,7 +640,7 @@ class Runtime:
         return self._rpc
 
     def _adopt(self) -> None:
-        saved = rundir.read_json(self.run_dir, STATE_FILE)
+        saved = rundir.read_json(self.run_dir, rundir.GUARD_STATE)
         if not saved or saved.get("program") not in (None, self.program):
             return
         now = self.clock()
@@ -721,11 +718,11 @@ class Runtime:
         data["supervisord_started"] = self.supervisord_started
         comparable = {key: value for key, value in data.items() if key != "updated"}
         if comparable != self._written:
-            rundir.write_json(self.run_dir, STATE_FILE, data)
+            rundir.write_json(self.run_dir, rundir.GUARD_STATE, data)
             self._written = comparable
 
     def _exit_action(self, code: int) -> None:
-        path = os.path.join(self.run_dir, EXIT_CODE_FILE)
+        path = os.path.join(self.run_dir, rundir.EXIT_CODE)
         try:
             with open(f"{path}.tmp", "w", encoding="ascii") as handle:
                 handle.write(f"{code}\n")

@@ -19,8 +19,6 @@ from typing import Any
 
 from . import rundir
 
-SOCKET_NAME = rundir.SUPERVISOR_SOCKET
-STATE_FILE = rundir.GUARD_STATE
 _MIN_CONNECT_S = 0.03  # the port check always gets at least this much of the budget
 
 
@@ -56,7 +54,7 @@ class _UnixTransport(xmlrpc.client.Transport):
 
 def rpc(run_dir: str, timeout_s: float) -> xmlrpc.client.ServerProxy:
     """An XML-RPC proxy to supervisord over `RUN/supervisor.sock`, every call bounded by `timeout_s`."""
-    transport = _UnixTransport(os.path.join(run_dir, SOCKET_NAME), max(timeout_s, 0.001))
+    transport = _UnixTransport(os.path.join(run_dir, rundir.SUPERVISOR_SOCKET), max(timeout_s, 0.001))
     return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=transport, allow_none=True)
 
 
@@ -65,7 +63,7 @@ def process_info(run_dir: str, program: str, timeout_s: float) -> dict[str, Any]
 
     An xmlrpc Fault (e.g. BAD_NAME) is raised as is.
     """
-    path = os.path.join(run_dir, SOCKET_NAME)
+    path = os.path.join(run_dir, rundir.SUPERVISOR_SOCKET)
     try:
         return rpc(run_dir, timeout_s).supervisor.getProcessInfo(program)
     except xmlrpc.client.Fault:
@@ -97,7 +95,7 @@ def port_open(port: int, timeout_s: float, host: str = "127.0.0.1") -> tuple[boo
 
 
 def guard_state(run_dir: str) -> dict[str, Any] | None:
-    return rundir.read_json(run_dir, STATE_FILE)
+    return rundir.read_json(run_dir, rundir.GUARD_STATE)
 
 
 def _not_running_reason(program: str, statename: str, state: dict[str, Any] | None, now: float) -> str:

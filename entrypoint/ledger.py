@@ -178,9 +178,6 @@ def hold_reason(path: str, burst: int, window_s: float, now: float) -> str | Non
     )
 
 
-HELD_STATE_FILE = rundir.GUARD_STATE
-
-
 def write_held_state(run_dir: str, reason: str, now: float | None = None, program: str | None = None) -> bool:
     """For the init booting in hold: the crash guard's state file saying `held` and why.
 
@@ -201,13 +198,13 @@ def write_held_state(run_dir: str, reason: str, now: float | None = None, progra
         "held_reason": f"boot ledger: {reason}",
         "updated": round(moment, 3),
     }
-    if rundir.write_json(run_dir, HELD_STATE_FILE, data) is None:
+    if rundir.write_json(run_dir, rundir.GUARD_STATE, data) is None:
         log.event(
             _logger,
             "warning",
             "held_state_unwritable",
             "cannot write the held state; health will not say why the program is stopped",
-            path=os.path.join(run_dir, HELD_STATE_FILE),
+            path=os.path.join(run_dir, rundir.GUARD_STATE),
         )
         return False
     return True

@@ -28,7 +28,6 @@ from . import log, rundir
 _logger = log.get("notify")
 _CHECK_EVERY_S = 0.25  # health checks while waiting for READY
 _RECHECK_UNHEALTHY_S = 1.0  # health checks while unhealthy after READY
-_STATE_FILE = rundir.GUARD_STATE
 _NOT_RUNNING = ("held", "refused", "backoff", "stopped")  # its states in which health cannot pass
 
 
@@ -202,7 +201,7 @@ class Readiness:
 
     def _follow_guard(self) -> None:
         """STATUS= when the crash guard's state file changes state (cheap: a stat, then a read)."""
-        path = os.path.join(self.run_dir, _STATE_FILE)
+        path = os.path.join(self.run_dir, rundir.GUARD_STATE)
         try:
             info = os.stat(path)
         except OSError:
@@ -211,7 +210,7 @@ class Readiness:
         if key == self._state_seen:
             return
         self._state_seen = key
-        state = rundir.read_json(self.run_dir, _STATE_FILE)
+        state = rundir.read_json(self.run_dir, rundir.GUARD_STATE)
         if state is not None:
             self._guard_state = state.get("state")
             self.status(describe_guard_state(state))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entrypoint import crashguard, ledger
+from entrypoint import crashguard, ledger, rundir
 
 from .conftest import policy
 
@@ -131,9 +131,8 @@ def test_mark_without_a_boot_warns(path: str, caplog: pytest.LogCaptureFixture) 
 
 def test_held_state_written_for_the_init_is_what_the_guard_adopts(tmp_path: Path) -> None:
     assert ledger.write_held_state(str(tmp_path), "the last 5 boots failed", now=10.0)
-    state = json.loads((tmp_path / ledger.HELD_STATE_FILE).read_text())
+    state = json.loads((tmp_path / rundir.GUARD_STATE).read_text())
     assert state["state"] == "held" and "the last 5 boots failed" in state["held_reason"]
-    assert ledger.HELD_STATE_FILE == crashguard.STATE_FILE
     runtime = crashguard.Runtime(str(tmp_path), "gateway", policy(), str(tmp_path / "l"), lambda: None)
     runtime._adopt()
     assert runtime.guard.state == crashguard.HELD

@@ -139,7 +139,7 @@ def test_no_restart_once_the_init_is_stopping(tmp_path: Path) -> None:
         crashguard.Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, "", time.time())
     )
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "backoff")
-    (tmp_path / crashguard.STOPPING_FILE).write_text("15\n")
+    (tmp_path / rundir.STOPPING_MARKER).write_text("15\n")
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "stopped")
     time.sleep(0.3)
     assert rpc.named("startProcess") == []
@@ -147,7 +147,7 @@ def test_no_restart_once_the_init_is_stopping(tmp_path: Path) -> None:
 
 
 def test_a_stale_stopping_marker_is_ignored(tmp_path: Path) -> None:
-    marker = tmp_path / crashguard.STOPPING_FILE
+    marker = tmp_path / rundir.STOPPING_MARKER
     marker.write_text("15\n")
     runtime = crashguard.Runtime(
         str(tmp_path),
@@ -211,7 +211,7 @@ def test_state_file_is_valid_json_with_the_documented_fields(tmp_path: Path) -> 
         crashguard.Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, "", time.time())
     )
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "running")
-    state = json.loads((tmp_path / crashguard.STATE_FILE).read_text())
+    state = json.loads((tmp_path / rundir.GUARD_STATE).read_text())
     for key in ("state", "pid", "restarts", "delay_s", "restart_at", "exits", "held_reason", "since"):
         assert key in state
     assert state["pid"] == 7

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from entrypoint import crashguard, health, ledger
+from entrypoint import crashguard, health, ledger, rundir
 
 from .conftest import STANDINS, Supervised, free_port, read_json
 
@@ -107,7 +107,7 @@ def test_instant_exit_is_refused_after_exactly_the_burst_with_doubling_delays(su
     assert refused["action"] == "hold"
     # Nothing more is started; the state says held and health says why, fast.
     run.wait_for("gateway_held")
-    state = read_json(run.run_dir / crashguard.STATE_FILE)
+    state = read_json(run.run_dir / rundir.GUARD_STATE)
     assert state is not None and state["state"] == "held" and state["restarts"] == 4
     reason = wait_health(run, port, False, contains="held")
     assert "supervisorctl start gateway" in reason
@@ -169,7 +169,7 @@ def test_operator_restart_and_stop_never_count(supervised: Start) -> None:
     wait_health(run, port, True)
     assert run.events("crash_loop_refused") == [] and run.events("gateway_backoff") == []
     assert {line["requested_by"] for line in run.events("gateway_stopped")} == {"operator"}
-    state = read_json(run.run_dir / crashguard.STATE_FILE)
+    state = read_json(run.run_dir / rundir.GUARD_STATE)
     assert state is not None and state["exits"] == [] and state["state"] == "running"
     # status, as an operator would run it with docker exec
     status = run.init_command("status", "--json")
@@ -205,7 +205,7 @@ def test_hold_then_operator_start_after_the_fault_is_removed(
     assert rearmed["previous_state"] == "held"
     assert run.events("gateway_starting")[-1]["requested_by"] == "operator"
     wait_health(run, port, True)
-    state = read_json(run.run_dir / crashguard.STATE_FILE)
+    state = read_json(run.run_dir / rundir.GUARD_STATE)
     assert state is not None and state["state"] == "running" and state["exits"] == []
     boots = ledger.boots(str(run.state_dir / ".moltbot-init" / "boot-ledger.json"))
     assert boots[-1]["outcome"] == "ready"  # written by the crash guard, as the test user
@@ -219,7 +219,7 @@ def test_exit_action_ends_the_init_with_the_documented_code(supervised: Start) -
     refused = run.events("crash_loop_refused")
     assert len(refused) == 1 and refused[0]["action"] == "exit"
     assert run.events("crash_guard_shutdown")[0]["exit_code"] == 75
-    assert (run.run_dir / crashguard.EXIT_CODE_FILE).read_text().strip() == "75"
+    assert (run.run_dir / rundir.EXIT_CODE).read_text().strip() == "75"
     boots = ledger.boots(str(run.state_dir / ".moltbot-init" / "boot-ledger.json"))
     assert boots[-1]["outcome"] in ("refused", "init_failed")
 
