@@ -1,0 +1,187 @@
+"""The crash guard's state file (`RUN/crashguard.json`): its state names, its format, and how to
+say it in words. The one owner of that vocabulary, as supervisor's `states.py` is of its own.
+
+Who uses it: the crash guard writes it (inside supervisord, as the target user, after every
+change); the init writes a `held` state once, before supervisord starts, when its boot ledger
+decides to hold; `health` and `status` (operators, any user) and the sd_notify loop (PID 1) read it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import log, rundir
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited; the guard starts it again at `restart_at`
+    HELD = "held"  # not started until an operator starts it (refused, or held at boot)
+    REFUSED = "refused"  # refused with the `exit` action: supervisord is shutting down
+    STOPPED = "stopped"  # stopped by an operator or by the init's own stop
+
+
+# The program is not running and nobody is about to start it: health fails at once.
+NOT_RUNNING = frozenset({State.BACKOFF, State.HELD, State.REFUSED, State.STOPPED})
+HOLDING = frozenset({State.HELD, State.REFUSED})
+
+
+def leave_hold_hint(program: str) -> str:
+    """The one way to say how to leave hold, wherever it is said."""
+    return f"fix the cause, then run `supervisorctl start {program}` (or restart the container)"
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """One exit of the program as the guard counted it."""
+
+    time: float
+    exit_code: int | None  # None: the program could not be spawned; -1: killed by a signal
+    uptime_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": log.rfc3339(self.time),
+            "epoch": round(self.time, 3),
+            "exit_code": self.exit_code,
+            "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ExitRecord | None:
+        epoch = data.get("epoch") if isinstance(data, Mapping) else None
+        if not _is_number(epoch):
+            return None
+        return cls(float(epoch), _int_or_none(data.get("exit_code")), _float_or_none(data.get("uptime_s")))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the file says. `supervisord_*` identify the supervisord it was written under:
+    a run dir kept across boots still holds the last boot's file."""
+
+    program: str | None
+    state: State
+    since: float
+    pid: int | None = None
+    running_since: float | None = None
+    restarts: int = 0
+    backoff_attempt: int = 0
+    delay_s: float | None = None
+    restart_at: float | None = None
+    exits: tuple[ExitRecord, ...] = field(default=())
+    held_reason: str | None = None
+    burst: int | None = None
+    window_s: float | None = None
+    action: str | None = None
+    supervisord_pid: int | None = None
+    supervisord_started: float | None = None
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "program": self.program,
+            "state": self.state.value,
+            "since": round(self.since, 3),
+            "since_at": log.rfc3339(self.since),
+            "pid": self.pid,
+            "running_since": None if self.running_since is None else round(self.running_since, 3),
+            "restarts": self.restarts,
+            "backoff_attempt": self.backoff_attempt,
+            "delay_s": self.delay_s,
+            "restart_at": None if self.restart_at is None else round(self.restart_at, 3),
+            "exits": [record.to_dict() for record in self.exits],
+            "held_reason": self.held_reason,
+            "burst": self.burst,
+            "window_s": self.window_s,
+            "action": self.action,
+            "supervisord_pid": self.supervisord_pid,
+            "supervisord_started": self.supervisord_started,
+            "updated": round(now, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot | None:
+        """The snapshot a file holds; None when it is not one (another format, a torn copy)."""
+        try:
+            state = State(data.get("state"))
+        except ValueError:
+            return None
+        since = data.get("since")
+        program = data.get("program")
+        return cls(
+            program=program if isinstance(program, str) else None,
+            state=state,
+            since=float(since) if _is_number(since) else 0.0,
+            pid=_int_or_none(data.get("pid")),
+            running_since=_float_or_none(data.get("running_since")),
+            restarts=_int_or_none(data.get("restarts")) or 0,
+            backoff_attempt=_int_or_none(data.get("backoff_attempt")) or 0,
+            delay_s=_float_or_none(data.get("delay_s")),
+            restart_at=_float_or_none(data.get("restart_at")),
+            exits=tuple(record for item in data.get("exits") or () if (record := ExitRecord.from_dict(item))),
+            held_reason=data.get("held_reason") if isinstance(data.get("held_reason"), str) else None,
+            burst=_int_or_none(data.get("burst")),
+            window_s=_float_or_none(data.get("window_s")),
+            action=data.get("action") if isinstance(data.get("action"), str) else None,
+            supervisord_pid=_int_or_none(data.get("supervisord_pid")),
+            supervisord_started=_float_or_none(data.get("supervisord_started")),
+        )
+
+    def describe(self, program: str | None = None) -> str:
+        """One line, for sd_notify's `STATUS=` and for people."""
+        name = self.program or program or "program"
+        if self.state == State.RUNNING:
+            return f"{name} running (pid {self.pid}, {self.restarts} restarts)"
+        if self.state == State.BACKOFF:
+            delay = "?" if self.delay_s is None else f"{self.delay_s:g}"
+            return f"{name} in backoff {delay}s after {len(self.exits)} recent exits"
+        if self.state in HOLDING:
+            return f"{name} {self.state.value}: {self.held_reason or 'crash loop'}"
+        return f"{name} {self.state.value}"
+
+
+def read(run_dir: str) -> Snapshot | None:
+    data = rundir.read_json(run_dir, rundir.GUARD_STATE)
+    return None if data is None else Snapshot.from_dict(data)
+
+
+def write(run_dir: str, snapshot: Snapshot, now: float) -> str | None:
+    """Replace the file atomically; the path, or None when the run dir cannot be written."""
+    return rundir.write_json(run_dir, rundir.GUARD_STATE, snapshot.to_dict(now))
+
+
+def hold_at_boot(run_dir: str, program: str, reason: str, now: float) -> Snapshot:
+    """The state the init writes when its boot ledger holds the program (autostart is off): the
+    crash guard adopts it when it starts, and `health` says why the program is not running."""
+    snapshot = Snapshot(program, State.HELD, now, held_reason=f"boot ledger: {reason}")
+    if write(run_dir, snapshot, now) is None:
+        log.event(
+            log.get("guardstate"),
+            "warning",
+            "held_state_unwritable",
+            "cannot write the held state; health will not say why the program is stopped",
+            path=os.path.join(run_dir, rundir.GUARD_STATE),
+        )
+    return snapshot
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if _is_number(value) else None

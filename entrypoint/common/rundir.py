@@ -1,0 +1,122 @@
+"""The run dir's file names, and the one atomic writer every process uses for every file it replaces.
+
+Who uses it: all four programs. The init (PID 1, root then the target user), supervisord and the
+crash guard (the target user) and the operator tools (any user) find each other only through
+these names in the run dir; the boot's phases write the state volume's records with the same
+writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+SUPERVISOR_CONFIG = "supervisord.conf"
+SUPERVISOR_SOCKET = "supervisor.sock"
+STARTUP_REPORT = "startup-report.json"
+# Written by the crash guard (common/guardstate.py owns its format).
+GUARD_STATE = "crashguard.json"
+# Created by the init on SIGTERM/SIGINT: from then on nothing may restart the gateway.
+STOPPING_MARKER = "stopping"
+# Written by the crash guard when it refuses with the `exit` action: the init's exit code.
+EXIT_CODE = "exit-code"
+# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry later". The program
+# was refused, not misconfigured (that is 78, EX_CONFIG): an orchestrator that restarts on failure
+# will try again, and the boot ledger holds the next boot if it keeps failing. It cannot be mistaken
+# for a signal (128+N), a missing (127) or non-executable (126) command, or a clean stop (0).
+CRASH_LOOP_EXIT_CODE = 75
+
+TEMPORARY_SUFFIX = ".tmp"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def replace_file(
+    name: str,
+    data: bytes,
+    *,
+    dir_fd: int | None = None,
+    mode: int = 0o644,
+    prepare: Callable[[int], None] | None = None,
+) -> None:
+    """Replace `name` with `data` so that a reader, another process or the next boot after a kill
+    or a power cut sees the old file or the new one, whole, never a mix. Raises OSError.
+
+    The temporary sits next to the file (a rename never crosses filesystems) under one fixed name,
+    so that a kill leaves at most one behind, which the next write replaces. It is created afresh
+    (O_EXCL, O_NOFOLLOW): a link planted under that name in a user-writable directory is neither
+    followed nor written through. `prepare(fd)` runs on the temporary before it is flushed (to
+    hand it to another owner). The data is on disk before the name points at it (fsync), and the
+    rename is on disk before this returns (fsync of the directory).
+    """
+    temporary = name + TEMPORARY_SUFFIX
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary, dir_fd=dir_fd)
+    fd = os.open(temporary, _CREATE, mode, dir_fd=dir_fd)
+    try:
+        with open(fd, "wb", closefd=False) as handle:
+            handle.write(data)
+        if prepare is not None:
+            prepare(fd)
+        os.fchmod(fd, mode)  # whatever the umask took away
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    _sync_directory(name, dir_fd)
+
+
+def _sync_directory(name: str, dir_fd: int | None) -> None:
+    if dir_fd is not None and os.path.dirname(name) == "":
+        os.fsync(dir_fd)
+        return
+    parent = os.open(os.path.dirname(name) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.fsync(parent)
+    finally:
+        os.close(parent)
+
+
+def json_bytes(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=1) + "\n").encode()
+
+
+def write_json(run_dir: str, name: str, data: Mapping[str, Any]) -> str | None:
+    """Replace a run-dir file with `data` as JSON; the path, or None when the run dir is unwritable
+    (the callers' files are aids: a reader treats a missing one as unknown)."""
+    path = os.path.join(run_dir, name)
+    try:
+        replace_file(path, json_bytes(data))
+    except OSError:
+        return None
+    return path
+
+
+def read_json(run_dir: str, name: str) -> dict[str, Any] | None:
+    """A run-dir file's JSON object, or None when it is missing, unreadable or not an object."""
+    try:
+        with open(os.path.join(run_dir, name), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_exit_code(run_dir: str) -> int | None:
+    """The code the crash guard asked the init to exit with, if it asked."""
+    try:
+        with open(os.path.join(run_dir, EXIT_CODE), encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_exit_code(run_dir: str, code: int) -> None:
+    """Ask the init to exit with `code` once supervisord is gone. Raises OSError."""
+    replace_file(os.path.join(run_dir, EXIT_CODE), f"{code}\n".encode("ascii"))

@@ -1,0 +1,240 @@
+"""Settings: read once from the environment, validated whole, then frozen.
+
+Who uses it: every program of the binary reads its settings here first (`wiring`), as whatever
+user it was started as. Every invalid value raises `ConfigError(setting, value, accepted)`; the
+caller turns it into exit 78 (EX_CONFIG) and one JSON line. Setting names are `<prefix><NAME>`, the
+prefix coming from the application profile; PUID/PGID keep the unprefixed names users know from
+linuxserver images.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from . import users
+from .log import LOG_FORMATS, LOG_LEVELS
+from .plans import (
+    CRASHLOOP_ACTIONS,
+    MIGRATION_MODES,
+    OWNERSHIP_MODES,
+    MigrationMode,
+    OwnershipMode,
+    RestartPolicy,
+    TargetUser,
+)
+
+EX_CONFIG = 78
+
+# Trees that no volume repair may ever start from: re-owning them breaks the image (or the host,
+# when they are bind mounts). Whole subtrees of these are refused ...
+_FORBIDDEN_TREES = ("/etc", "/usr", "/bin", "/sbin", "/proc", "/sys", "/dev", "/boot")
+# ... while these are refused only themselves: /run/<app> and /var/lib/<app> are the usual volumes.
+_FORBIDDEN_EXACT = ("/", "/run", "/var")
+
+T = TypeVar("T")
+Choice = TypeVar("Choice", bound=str)
+
+
+class ConfigError(ValueError):
+    def __init__(self, setting: str, value: str, accepted: str, *, secret: bool = False) -> None:
+        self.setting = setting
+        self.value = "<redacted>" if secret else value
+        self.accepted = accepted
+        super().__init__(f"{setting}={self.value!r} is invalid; accepted: {accepted}")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What an application profile supplies: the env prefix and its default paths and command."""
+
+    env_prefix: str
+    user: str
+    state_dir: str
+    workspace_dir: str
+    run_dir: str
+    legacy_dirs: tuple[str, ...]
+    program_port: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    env_prefix: str
+    user: TargetUser
+    started_as_root: bool
+    state_dir: str
+    workspace_dir: str
+    run_dir: str
+    log_format: str
+    log_level: str
+    program_command: tuple[str, ...]  # empty: the profile's own command
+    program_port: int
+    ownership_mode: OwnershipMode
+    chown_paths: tuple[str, ...]
+    migration_mode: MigrationMode
+    legacy_dirs: tuple[str, ...]
+    restart: RestartPolicy
+
+    @property
+    def ownership_roots(self) -> tuple[str, ...]:
+        roots = (self.state_dir, self.workspace_dir, self.run_dir, *self.chown_paths)
+        return tuple(dict.fromkeys(roots))  # de-duplicated, order kept
+
+
+def forbidden_root(path: str) -> bool:
+    """True for system trees (checked on the path as given and on where its links resolve)."""
+    for candidate in {os.path.normpath(path), os.path.realpath(path)}:
+        top = "/" + candidate.lstrip("/").split("/", 1)[0]
+        if candidate in _FORBIDDEN_EXACT or top in _FORBIDDEN_TREES or top.startswith("/lib"):
+            return True
+    return False
+
+
+class _Reader:
+    """Reads one setting at a time, raising ConfigError with the full variable name."""
+
+    def __init__(self, environ: Mapping[str, str], prefix: str) -> None:
+        self.environ = environ
+        self.prefix = prefix
+
+    def raw(self, name: str, default: str, *, prefixed: bool = True) -> tuple[str, str]:
+        key = self.prefix + name if prefixed else name
+        return key, self.environ.get(key, default)
+
+    def choice(self, name: str, choices: tuple[Choice, ...], default: Choice) -> Choice:
+        key, value = self.raw(name, default)
+        for choice in choices:
+            if value.lower() == choice:
+                return choice
+        raise ConfigError(key, value, "one of " + ", ".join(choices))
+
+    def path(self, name: str, default: str) -> str:
+        key, value = self.raw(name, default)
+        return _absolute(key, value, value)
+
+    def paths(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        key, value = self.raw(name, ":".join(default))
+        return tuple(_absolute(key, value, item) for item in value.split(":") if item)
+
+    def number(
+        self, name: str, default: T, convert: Callable[[str], T], accepted: str, valid: Callable[[T], bool]
+    ) -> T:
+        key, value = self.raw(name, str(default))
+        try:
+            parsed = convert(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or not valid(parsed):
+            raise ConfigError(key, value, accepted)
+        return parsed
+
+    def seconds(self, name: str, default: float) -> float:
+        return self.number(name, default, float, "a number of seconds greater than 0", lambda v: 0 < v < 1e9)
+
+    def count(self, name: str, default: int) -> int:
+        return self.number(name, default, int, "a whole number of at least 1", lambda v: v >= 1)
+
+
+def _absolute(key: str, value: str, path: str) -> str:
+    if not os.path.isabs(path):
+        raise ConfigError(key, value, "an absolute path (starting with /)")
+    return os.path.normpath(path)
+
+
+def _optional_id(reader: _Reader, name: str) -> int | None:
+    key, value = reader.raw(name, "", prefixed=False)
+    if value == "":
+        return None
+    parsed = users.parse_id(value)
+    if parsed is None:
+        raise ConfigError(key, value, f"a numeric id from 0 to {users.MAX_ID}")
+    return parsed
+
+
+def _target_user(reader: _Reader, default_spec: str, as_root: bool) -> TargetUser:
+    key, spec = reader.raw("USER", default_spec)
+    uid_override = _optional_id(reader, "PUID")
+    gid_override = _optional_id(reader, "PGID")
+    if not as_root:
+        # Started as non-root (docker run --user, runAsNonRoot, OpenShift): there is nothing to
+        # drop; an explicit spec is still checked so that a typo is not silently ignored.
+        if key in reader.environ:
+            _resolve(key, spec, None, None)
+        return users.current()
+    return _resolve(key, spec, uid_override, gid_override)
+
+
+def _resolve(key: str, spec: str, uid: int | None, gid: int | None) -> TargetUser:
+    try:
+        return users.resolve(spec, uid_override=uid, gid_override=gid)
+    except users.UserSpecError as error:
+        raise ConfigError(
+            key, spec, f"name, uid, name:group or uid:gid of an existing user/group ({error})"
+        ) from None
+
+
+def _command(reader: _Reader) -> tuple[str, ...]:
+    key, value = reader.raw("GATEWAY_COMMAND", "")
+    if value == "":
+        return ()
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError:
+        argv = ()
+    if not argv:
+        raise ConfigError(key, value, "a command line, split like a POSIX shell would (no shell is run)")
+    return argv
+
+
+def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None = None) -> Settings:
+    as_root = os.geteuid() == 0 if as_root is None else as_root
+    read = _Reader(environ, defaults.env_prefix)
+    settings = Settings(
+        env_prefix=defaults.env_prefix,
+        log_format=read.choice("LOG_FORMAT", LOG_FORMATS, "json"),
+        log_level=read.choice("LOG_LEVEL", LOG_LEVELS, "info"),
+        user=_target_user(read, defaults.user, as_root),
+        started_as_root=as_root,
+        state_dir=read.path("STATE_DIR", defaults.state_dir),
+        workspace_dir=read.path("WORKSPACE_DIR", defaults.workspace_dir),
+        run_dir=read.path("RUN_DIR", defaults.run_dir),
+        program_command=_command(read),
+        program_port=read.number(
+            "GATEWAY_PORT", defaults.program_port, int, "a TCP port from 1 to 65535", lambda v: 0 < v < 65536
+        ),
+        ownership_mode=read.choice("FIX_OWNERSHIP", OWNERSHIP_MODES, "auto"),
+        chown_paths=read.paths("CHOWN_PATHS", ()),
+        migration_mode=read.choice("MIGRATE", MIGRATION_MODES, "auto"),
+        legacy_dirs=read.paths("LEGACY_DIRS", defaults.legacy_dirs),
+        restart=RestartPolicy(
+            backoff_initial_s=read.seconds("BACKOFF_INITIAL", 1.0),
+            backoff_max_s=read.seconds("BACKOFF_MAX", 60.0),
+            backoff_reset_s=read.seconds("BACKOFF_RESET", 600.0),
+            crashloop_burst=read.count("CRASHLOOP_BURST", 5),
+            crashloop_window_s=read.seconds("CRASHLOOP_WINDOW", 300.0),
+            crashloop_action=read.choice("CRASHLOOP_ACTION", CRASHLOOP_ACTIONS, "hold"),
+            stop_timeout_s=read.seconds("STOP_TIMEOUT", 8.0),
+        ),
+    )
+    _refuse_system_roots(settings)
+    return settings
+
+
+def _refuse_system_roots(settings: Settings) -> None:
+    named = {
+        settings.state_dir: "STATE_DIR",
+        settings.workspace_dir: "WORKSPACE_DIR",
+        settings.run_dir: "RUN_DIR",
+        **{path: "CHOWN_PATHS" for path in settings.chown_paths},
+    }
+    for path, name in named.items():
+        if forbidden_root(path):
+            raise ConfigError(
+                settings.env_prefix + name,
+                path,
+                "a data directory; system trees (/, /etc, /usr, /bin, /sbin, /lib*, /proc, /sys, /dev, "
+                "/boot, /run, /var) are never re-owned",
+            )

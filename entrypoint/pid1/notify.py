@@ -1,0 +1,200 @@
+"""sd_notify: tell systemd (`Type=notify`) or podman (`--sdnotify=container`) how the boot goes.
+
+- `STATUS=` at each boot phase (`Readiness.status`) and whenever the crash guard's state changes;
+- `READY=1` once, when the health check first passes (the program RUNNING and its port open);
+- `WATCHDOG=1` every `WATCHDOG_USEC / 2` while the health check passes (none while it fails, so
+  the service manager's watchdog acts on a program that stopped answering);
+- `STOPPING=1` when the init starts stopping.
+
+`from_environ` removes `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment so
+that no child (supervisord, the program) ever talks to the service manager in the init's name.
+Messages go through the `sdnotify` package, created with `debug=True` so that errors reach us
+(by default it swallows them): an unreachable socket is reported once as a warning, then retried
+quietly. Abstract sockets (`@name`) work.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import sdnotify
+
+from ..common import guardstate, log, rundir
+
+_logger = log.get("notify")
+_CHECK_EVERY_S = 0.25  # health checks while waiting for READY
+_RECHECK_UNHEALTHY_S = 1.0  # health checks while unhealthy after READY
+
+
+class _Notifier(sdnotify.SystemdNotifier):
+    """sdnotify's notifier, connected to an address we give (it reads os.environ otherwise)."""
+
+    def __init__(self, address: str) -> None:  # deliberately not calling super().__init__
+        self.debug = True
+        target = "\0" + address[1:] if address.startswith("@") else address
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(target)
+        except OSError:
+            sock.close()
+            raise
+        self.socket = sock
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
+
+def _watchdog_interval(usec: str | None, pid: str | None) -> float | None:
+    """Half of WATCHDOG_USEC, or None when the watchdog is off or meant for another process."""
+    if not usec:
+        return None
+    if pid and pid.strip() != str(os.getpid()):
+        return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    return value / 2 / 1_000_000 if value > 0 else None
+
+
+class Readiness:
+    """What the init tells the service manager; `tick` is called from the PID-1 loop."""
+
+    def __init__(
+        self,
+        address: str,
+        check: Callable[[], tuple[bool, str]],
+        run_dir: str,
+        watchdog_interval_s: float | None = None,
+    ) -> None:
+        self.address = address
+        self.check = check
+        self.run_dir = run_dir
+        self.watchdog_interval_s = watchdog_interval_s
+        self.ready = False
+        self.stopped = False
+        self.sent: collections.deque[str] = collections.deque(maxlen=100)  # the last messages sent
+        self._notifier: _Notifier | None = None
+        self._warned = False
+        self._next_check = 0.0
+        self._next_watchdog = 0.0
+        self._state_seen: tuple[Any, ...] | None = None
+        self._guard_state: guardstate.State | None = None
+        self._last_status: str | None = None
+        self._connect()
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: MutableMapping[str, str],
+        check: Callable[[], tuple[bool, str]],
+        run_dir: str,
+    ) -> Readiness | None:
+        """Take NOTIFY_SOCKET (and the watchdog variables) out of `environ` (and of os.environ)."""
+        address = environ.pop("NOTIFY_SOCKET", None)
+        usec = environ.pop("WATCHDOG_USEC", None)
+        pid = environ.pop("WATCHDOG_PID", None)
+        if environ is not os.environ:
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)
+        if not address:
+            return None
+        return cls(address, check, run_dir, _watchdog_interval(usec, pid))
+
+    # -- sending ----------------------------------------------------------------------------------
+    def _connect(self) -> bool:
+        if self._notifier is not None:
+            return True
+        try:
+            self._notifier = _Notifier(self.address)
+        except OSError as error:
+            self._warn(error)
+            return False
+        return True
+
+    def _warn(self, error: OSError) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        log.event(
+            _logger,
+            "warning",
+            "notify_socket_unreachable",
+            "cannot reach NOTIFY_SOCKET; service manager notifications are not delivered",
+            notify_socket=self.address,
+            error=str(error),
+        )
+
+    def send(self, message: str) -> bool:
+        if not self._connect():
+            return False
+        assert self._notifier is not None
+        try:
+            self._notifier.notify(message)
+        except OSError as error:
+            self._warn(error)
+            self._notifier.close()
+            self._notifier = None  # reconnect on the next message
+            return False
+        self.sent.append(message)
+        return True
+
+    # -- what the init calls ----------------------------------------------------------------------
+    def status(self, text: str) -> None:
+        text = " ".join(text.split())  # one line
+        if text != self._last_status:
+            self._last_status = text
+            self.send(f"STATUS={text}")
+
+    def tick(self, now: float) -> None:
+        if self.stopped:
+            return
+        self._follow_guard()
+        if not self.ready:
+            if now < self._next_check:
+                return
+            self._next_check = now + _CHECK_EVERY_S
+            if self._guard_state in guardstate.NOT_RUNNING:
+                return  # held, in backoff, stopped: no need to ask supervisord 4 times a second
+            healthy, _reason = self.check()
+            if healthy:
+                self.ready = True
+                self.send("READY=1")
+                self._next_watchdog = now + (self.watchdog_interval_s or 0)
+                if self.watchdog_interval_s:
+                    self.send("WATCHDOG=1")
+            return
+        if self.watchdog_interval_s and now >= self._next_watchdog:
+            healthy, _reason = self.check()
+            if healthy:
+                self.send("WATCHDOG=1")
+                self._next_watchdog = now + self.watchdog_interval_s
+            else:
+                self._next_watchdog = now + min(_RECHECK_UNHEALTHY_S, self.watchdog_interval_s)
+
+    def stopping(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.send("STOPPING=1")
+
+    def _follow_guard(self) -> None:
+        """STATUS= when the crash guard's state file changes state (cheap: a stat, then a read)."""
+        path = os.path.join(self.run_dir, rundir.GUARD_STATE)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        key = (info.st_mtime_ns, info.st_ino, info.st_size)
+        if key == self._state_seen:
+            return
+        self._state_seen = key
+        snapshot = guardstate.read(self.run_dir)
+        if snapshot is not None:
+            self._guard_state = snapshot.state
+            self.status(snapshot.describe())

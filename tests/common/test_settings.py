@@ -1,0 +1,150 @@
+"""Settings: defaults, every setting's validation, and the exit-78 contract's data."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from entrypoint.common import settings
+
+DEFAULTS = settings.Defaults(
+    env_prefix="APP_",
+    user="root",
+    state_dir="/var/lib/app",
+    workspace_dir="/home/app/work",
+    run_dir="/run/app",
+    legacy_dirs=("/home/app/.old",),
+    program_port=18789,
+)
+
+
+def load(**env: str) -> settings.Settings:
+    return settings.load(env, DEFAULTS, as_root=True)
+
+
+def test_defaults_come_from_the_profile() -> None:
+    settings = load()
+    assert (settings.state_dir, settings.workspace_dir, settings.run_dir) == (
+        "/var/lib/app",
+        "/home/app/work",
+        "/run/app",
+    )
+    assert settings.user.uid == 0
+    assert settings.log_format == "json" and settings.log_level == "info"
+    assert settings.program_command == () and settings.program_port == 18789
+    assert (settings.ownership_mode, settings.migration_mode) == ("auto", "auto")
+    assert settings.legacy_dirs == ("/home/app/.old",)
+    restart = settings.restart
+    assert (restart.backoff_initial_s, restart.backoff_max_s, restart.backoff_reset_s) == (1, 60, 600)
+    assert (restart.crashloop_burst, restart.crashloop_window_s, restart.crashloop_action) == (5, 300, "hold")
+    assert restart.stop_timeout_s == 8
+
+
+def test_ownership_roots_are_the_three_dirs_then_extra_paths_without_duplicates() -> None:
+    settings = load(APP_CHOWN_PATHS="/data/a:/run/app:/data/b")
+    assert settings.ownership_roots == ("/var/lib/app", "/home/app/work", "/run/app", "/data/a", "/data/b")
+
+
+def test_gateway_command_is_split_like_a_shell_without_running_one() -> None:
+    settings = load(APP_GATEWAY_COMMAND="python3 -c 'print(1); import sys' \"$HOME\"")
+    assert settings.program_command == ("python3", "-c", "print(1); import sys", "$HOME")
+
+
+def test_paths_are_normalised() -> None:
+    assert load(APP_STATE_DIR="/data//state/../state/").state_dir == "/data/state"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted_fragment"),
+    [
+        ("PUID", "abc", "numeric id"),
+        ("PGID", "-5", "numeric id"),
+        ("PUID", "99999999999", "numeric id"),
+        ("APP_USER", "bogus", "existing user"),
+        ("APP_USER", "0day", "existing user"),
+        ("APP_USER", "0:bogus", "existing user"),
+        ("APP_STATE_DIR", "relative/path", "absolute path"),
+        ("APP_WORKSPACE_DIR", "", "absolute path"),
+        ("APP_RUN_DIR", "run", "absolute path"),
+        ("APP_CHOWN_PATHS", "/ok:relative", "absolute path"),
+        ("APP_LEGACY_DIRS", "~/.old", "absolute path"),
+        ("APP_LOG_FORMAT", "xml", "json, text"),
+        ("APP_LOG_LEVEL", "verbose", "debug, info, warning, error"),
+        ("APP_FIX_OWNERSHIP", "yes", "auto, off"),
+        ("APP_MIGRATE", "force", "auto, off, merge-missing"),
+        ("APP_CRASHLOOP_ACTION", "restart", "hold, exit"),
+        ("APP_CRASHLOOP_BURST", "0", "whole number"),
+        ("APP_CRASHLOOP_BURST", "2.5", "whole number"),
+        ("APP_CRASHLOOP_WINDOW", "-1", "seconds"),
+        ("APP_BACKOFF_INITIAL", "soon", "seconds"),
+        ("APP_BACKOFF_MAX", "0", "seconds"),
+        ("APP_BACKOFF_RESET", "nan", "seconds"),
+        ("APP_STOP_TIMEOUT", "inf", "seconds"),
+        ("APP_GATEWAY_PORT", "70000", "TCP port"),
+        ("APP_GATEWAY_COMMAND", "'unbalanced", "command line"),
+        ("APP_GATEWAY_COMMAND", "   ", "command line"),
+    ],
+)
+def test_invalid_value_names_the_setting_the_value_and_what_is_accepted(
+    variable: str, value: str, accepted_fragment: str
+) -> None:
+    with pytest.raises(settings.ConfigError) as raised:
+        load(**{variable: value})
+    assert (raised.value.setting, raised.value.value) == (variable, value)
+    assert accepted_fragment in raised.value.accepted
+
+
+@pytest.mark.parametrize("variable", ["APP_STATE_DIR", "APP_WORKSPACE_DIR", "APP_RUN_DIR", "APP_CHOWN_PATHS"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/etc",
+        "/usr",
+        "/usr/local/lib",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/proc",
+        "/sys/fs",
+        "/dev",
+        "/boot",
+        "/run",
+        "/var",
+        "/var/../etc",
+    ],
+)
+def test_system_trees_are_refused_as_roots_to_repair(variable: str, path: str) -> None:
+    with pytest.raises(settings.ConfigError) as raised:
+        load(**{variable: path})
+    assert raised.value.setting == variable
+
+
+@pytest.mark.parametrize("path", ["/run/app", "/var/lib/app", "/home/node/clawd", "/srv/data", "/data"])
+def test_data_directories_are_accepted_as_roots(path: str) -> None:
+    assert load(APP_STATE_DIR=path).state_dir == path
+
+
+def test_non_root_start_targets_the_current_user_and_still_checks_an_explicit_spec() -> None:
+    loaded = settings.load({}, DEFAULTS, as_root=False)
+    assert loaded.started_as_root is False
+    with pytest.raises(settings.ConfigError):
+        settings.load({"APP_USER": "bogus"}, DEFAULTS, as_root=False)
+
+
+def test_secret_values_are_redacted_in_errors() -> None:
+    error = settings.ConfigError("APP_TOKEN", "s3cret", "anything", secret=True)
+    assert "s3cret" not in str(error) and error.value == "<redacted>"
+
+
+@given(st.integers(min_value=1, max_value=65535))
+def test_every_valid_port_is_accepted(port: int) -> None:
+    assert load(APP_GATEWAY_PORT=str(port)).program_port == port
+
+
+@given(st.text(min_size=1).filter(lambda text: not text.strip().isdigit()))
+def test_anything_but_a_number_is_refused_as_puid(text: str) -> None:
+    with pytest.raises(settings.ConfigError):
+        load(PUID=text)

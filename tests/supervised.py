@@ -1,0 +1,175 @@
+"""Helpers for the supervision tests: restart policies, and the init running as PID 1 with its
+lines read live (the shared `init` runner in tests/conftest.py waits for the end; these tests
+act while the init runs: supervisorctl, health, signals)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from entrypoint.common.plans import CrashLoopAction, RestartPolicy
+from tests.conftest import InitRunner, namespace_init_pid
+
+STANDINS = "tests/standins"
+
+
+def policy(
+    initial: float = 1.0,
+    maximum: float = 60.0,
+    reset: float = 600.0,
+    burst: int = 5,
+    window: float = 300.0,
+    action: CrashLoopAction = "hold",
+    stop: float = 8.0,
+) -> RestartPolicy:
+    return RestartPolicy(initial, maximum, reset, burst, window, action, stop)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Supervised:
+    """The init as PID 1 in supervise mode, its stderr parsed line by line as it comes."""
+
+    def __init__(self, runner: InitRunner, gateway: str, env: dict[str, str], args: tuple[str, ...] = ()):
+        self.runner = runner
+        self.run_dir = runner.box / "run"
+        self.state_dir = runner.box / "state"
+        self.lines: list[dict[str, Any]] = []
+        self.raw_stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.env = {"MOLTBOT_GATEWAY_COMMAND": gateway, **env}
+        self.process = runner.popen(*args, **self.env)
+        self._threads = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            with self._changed:
+                self.raw_stderr.append(raw)
+                stripped = raw.strip()
+                if stripped.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        self.lines.append(json.loads(stripped))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            with self._changed:
+                self.stdout.append(raw)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [line for line in self.lines if line.get("event") == name]
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [str(line.get("event")) for line in self.lines]
+
+    def wait_for(
+        self,
+        name: str,
+        count: int = 1,
+        timeout: float = 60.0,
+        where: Callable[[dict[str, Any]], bool] = lambda line: True,
+    ) -> list[dict[str, Any]]:
+        """Wait until `count` lines of event `name` (matching `where`) were written."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.lines if line.get("event") == name and where(line)]
+                if len(found) >= count:
+                    return found
+                if self.process.poll() is not None and self._threads[0].is_alive() is False:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(min(remaining, 0.5))
+        raise AssertionError(
+            f"waited for {count} x {name}, saw {len(found)}; events: {self.names()}\n"
+            f"stderr tail: {''.join(self.raw_stderr[-30:])}"
+        )
+
+    def non_json_stderr(self) -> list[str]:
+        with self._lock:
+            return [raw for raw in self.raw_stderr if raw.strip() and not raw.strip().startswith("{")]
+
+    # -- acting -----------------------------------------------------------------------------------
+    def init_command(
+        self, *args: str, timeout: float = 30, inside: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Another invocation of the init (not PID 1), as `docker exec` runs it: inside the PID
+        namespace (and its /proc), so pids that supervisord reports mean the same processes."""
+        enter = ["nsenter", f"--target={self.init_pid()}", "--pid", "--mount", "--"] if inside else []
+        return subprocess.run(
+            [*enter, *self.runner.command(*args, pid1=False)],
+            env=self.runner.env(**self.env),
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.init_command("supervisorctl", *args)
+
+    def init_pid(self, timeout: float = 10) -> int:
+        """The init's pid as seen from here: the child that `unshare --fork` made (unshare itself
+        forwards no signal)."""
+        return namespace_init_pid(self.process.pid, timeout)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.init_pid(), signum)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """`docker stop`: SIGTERM to PID 1, then its exit code."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            # unshare forwards nothing: kill the whole namespace through its init.
+            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as handle:
+                children = handle.read().split()
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(child), signal.SIGKILL)
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
