@@ -67,9 +67,10 @@ RUN PYTHON=/opt/build-venv/bin/python scripts/build-binary /opt/moltbot-init \
  && /opt/moltbot-init/moltbot-init --version
 
 # ---------------------------------------------------------------------------
-# Stage 2: the runtime: node, the gateway from npm, and the frozen init.
+# Stage 2: the runtime: node, the gateway from npm (this stage, `gateway`: the
+# last one that needs a network), then its compile cache and the frozen init.
 # ---------------------------------------------------------------------------
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS gateway
 ARG GATEWAY_PACKAGE=openclaw@2026.9.6
 ARG VERSION=0.1.0
 
@@ -83,13 +84,13 @@ LABEL org.opencontainers.image.title="moltbot" \
 # Extra CA certificates (see the top of this file). node:*-slim images come
 # without the ca-certificates package: install it then (needs apt; the local
 # stand-in base already has it).
+# lsof: `openclaw gateway restart` finds the running gateway with it (without it the CLI answers
+# "No verified gateway process is listening", and restarts nothing).
 COPY docker/ca-certificates/ /usr/local/share/ca-certificates/
 RUN rm -f /usr/local/share/ca-certificates/.git* \
- && if ! command -v update-ca-certificates >/dev/null; then \
-        apt-get update \
-        && apt-get install -y --no-install-recommends ca-certificates \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates lsof \
+ && rm -rf /var/lib/apt/lists/* \
  && update-ca-certificates
 ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
     NODE_ENV=production \
@@ -134,6 +135,19 @@ RUN set -eux \
  && npm cache clean --force --loglevel=error \
  && rm -rf /root/.npm /root/.cache /tmp/* /tmp/.[!.]*
 
+# The gateway's compile cache, baked (docker/gateway/warm-compile-cache.mjs says how and why):
+# without it, a fresh container's first start spends seconds compiling the gateway's code and
+# its first stop seconds writing that cache into /tmp. Baking means starting the gateway once,
+# which calls out once it is up: only with WARM_COMPILE_CACHE=1, and the step then refuses to run
+# unless the build has no network. scripts/build-image builds the `gateway` stage first, then the
+# whole image with `--network none --build-arg WARM_COMPILE_CACHE=1` (every earlier layer comes
+# from the cache). A plain `docker build` gives the same image without the cache.
+FROM gateway
+ARG WARM_COMPILE_CACHE=0
+COPY docker/gateway/warm-compile-cache.mjs /usr/local/lib/moltbot/warm-compile-cache.mjs
+RUN if [ "${WARM_COMPILE_CACHE}" = 1 ]; then node /usr/local/lib/moltbot/warm-compile-cache.mjs; \
+    else echo "compile cache not baked (WARM_COMPILE_CACHE=${WARM_COMPILE_CACHE})"; fi
+
 # The init, frozen, and the names it answers to (one multicall program):
 #   moltbot-init   the entrypoint (PID 1), and `moltbot-init health` for HEALTHCHECK
 #   moltbot        the gateway's CLI, run as node (`docker exec moltbot moltbot status`)
@@ -147,12 +161,15 @@ RUN ln -s /opt/moltbot-init/moltbot-init /usr/local/bin/moltbot-init \
  && /usr/local/bin/moltbot-init --version
 
 # State, workspace and run dirs, owned by node at build time: a named volume
-# mounted on an empty path copies this ownership, so a fresh volume is right
-# from the start. (Volumes that already exist, bind mounts and root-filled
-# volumes are repaired by the init at boot.)
-RUN mkdir -p /var/lib/moltbot /home/node/clawd /run/moltbot \
- && chown node:node /var/lib/moltbot /home/node/clawd /run/moltbot \
- && chmod 0700 /var/lib/moltbot \
+# mounted on an empty path copies this content and ownership, so a fresh volume
+# is right from the start. (Volumes that already exist, bind mounts and
+# root-filled volumes are repaired by the init at boot.) The state volume holds
+# the gateway's state dir (gateway/, which the init keeps free of its own
+# records), the gateway's HOME (home/) and the init's records (.moltbot-init/).
+RUN mkdir -p /var/lib/moltbot/gateway /var/lib/moltbot/home /home/node/clawd /run/moltbot \
+ && chown node:node /var/lib/moltbot /var/lib/moltbot/gateway /var/lib/moltbot/home \
+        /home/node/clawd /run/moltbot \
+ && chmod 0700 /var/lib/moltbot /var/lib/moltbot/gateway /var/lib/moltbot/home \
  && chmod 0755 /home/node/clawd /run/moltbot
 
 # No `USER node` line, on purpose: the init starts as root to repair volume

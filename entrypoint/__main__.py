@@ -32,7 +32,6 @@ _SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "supervisorctl": wiring.supervisorctl,
     "health": wiring.health,
     "status": wiring.status,
-    "crashguard": wiring.crashguard,
 }
 
 

@@ -1,24 +1,40 @@
-"""The moltbot gateway as data: its paths, legacy names, config names, command and environment.
+"""The moltbot gateway as plain data: its paths, legacy names, generations, command and environment.
 
-This module imports nothing of the init's: `entrypoint.__main__` reads it and wires it in, so the
-generic init never learns the gateway's names and this file can be read on its own.
+Read by `entrypoint/wiring.py` only (the generic init never learns the gateway's names); this
+module imports nothing of the init's and can be read on its own.
 """
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 APP_NAME = "moltbot"
 ENV_PREFIX = "MOLTBOT_"
 
 USER = "node"
-STATE_DIR = "/var/lib/moltbot"
-WORKSPACE_DIR = "/home/node/clawd"
+STATE_DIR = "/var/lib/moltbot"  # the state volume
+WORKSPACE_DIR = "/home/node/clawd"  # the workspace volume
 RUN_DIR = "/run/moltbot"
 
+# Inside the state volume. The gateway's state dir holds nothing of the init's: openclaw skips its
+# slow legacy-state migration step on a first start only when its state dir holds nothing but its
+# config. Its HOME is on the volume too: it writes there (~/.config/openclaw holds a key that must
+# survive a recreate, ~/.cache a temp dir it cannot start without), the image may be read-only, and
+# a legacy dir bind-mounted under /home/node is then never scanned by the gateway itself.
+GATEWAY_DIR_NAME = "gateway"
+HOME_DIR_NAME = "home"
+# The init's own records (migration record, legacy copies, boot ledger, generated token).
+INIT_DIR_NAME = ".moltbot-init"
+TOKEN_FILE_NAME = "gateway-token"
+LEDGER_FILE_NAME = "boot-ledger.json"
+# What the installed gateway's CLI answered about restart handoffs (asked once per image).
+HANDOFF_CACHE_FILE_NAME = "restart-handoff.json"
+# Names at the volume's root that are not the gateway's state (ext4 makes lost+found).
+VOLUME_ROOT_NAMES = (GATEWAY_DIR_NAME, HOME_DIR_NAME, INIT_DIR_NAME, "lost+found")
+
 # Where each generation kept its state by default, oldest first: clawdbot, moltbot, a short-lived
-# typo'd name, then openclaw. The first that holds data is migrated into STATE_DIR.
+# typo'd name, then openclaw. The first that holds data is migrated into the gateway's state dir.
 LEGACY_DIRS = (
     "/home/node/.clawdbot",
     "/home/node/.moltbot",
@@ -26,66 +42,124 @@ LEGACY_DIRS = (
     "/home/node/.openclaw",
 )
 
-# The init's own records inside the state volume (migration record, boot ledger, generated token).
-INIT_DIR_NAME = ".moltbot-init"
-TOKEN_FILE_NAME = "gateway-token"
-LEDGER_FILE_NAME = "boot-ledger.json"
-
 APP_DIR = "/app"
+# What the image records about the gateway it installed ({"name", "version", "bin"}), then npm's.
+MANIFESTS = (f"{APP_DIR}/gateway.json", f"{APP_DIR}/package.json")
 CLI = ("node", f"{APP_DIR}/moltbot.mjs")
 PROGRAM_NAME = "gateway"
 GATEWAY_PORT = 18789
 
-# Each generation reads its own variables; openclaw ignores MOLTBOT_* and moltbot still reads
-# CLAWDBOT_* for most things. Setting every name is what keeps all of them on the state volume.
-STATE_DIR_ENV_NAMES = ("MOLTBOT_STATE_DIR", "CLAWDBOT_STATE_DIR", "OPENCLAW_STATE_DIR")
+# The token's names the init accepts from the container's environment, whatever the generation.
 TOKEN_ENV_NAMES = ("MOLTBOT_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "CLAWDBOT_GATEWAY_TOKEN")
-
-# Config file names per generation, in the state dir. openclaw still reads clawdbot.json but
-# not moltbot.json, which migration therefore renames to openclaw.json.
-CONFIG_NAMES = {"openclaw": "openclaw.json", "moltbot": "moltbot.json", "clawdbot": "clawdbot.json"}
+# Every prefix any generation ever read; a generation that ignores some warns about each variable.
+ALL_PREFIXES = ("OPENCLAW_", "MOLTBOT_", "CLAWDBOT_")
 
 
-def installed_generation(app_dir: str = APP_DIR) -> str:
-    """Which generation of the gateway the image carries, from its package.json (moltbot if unknown)."""
-    for manifest in (os.path.join(app_dir, "package.json"), os.path.join(app_dir, "gateway.json")):
-        try:
-            with open(manifest, encoding="utf-8") as handle:
-                name = json.load(handle).get("name", "")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if name in CONFIG_NAMES:
-            return name
-    return "moltbot"
+@dataclass(frozen=True)
+class Generation:
+    """What one generation of the gateway reads and where it writes, as its own code has it."""
+
+    package: str  # the npm package
+    since: tuple[int, int]  # the first version (year, month) this record describes
+    config_name: str  # in its state dir
+    state_dir_env: tuple[str, ...]  # set to the gateway's state dir
+    workspace_env: tuple[str, ...]  # set to the workspace volume
+    token_env: tuple[str, ...]  # set to the token
+    # Set as they are: one process under the supervisor (no re-spawned child), and the defaults a
+    # container wants (no mDNS on a bridge network: it crash-looped 1,800 times in 19 h upstream; no
+    # self-update: the image is the update path; restarts are the supervisor's).
+    fixed_env: Mapping[str, str]
+    # Prefixes of other generations it ignores: dropped from its environment (each such variable
+    # costs a deprecation warning at every start and does nothing).
+    ignored_prefixes: tuple[str, ...] = ()
+    # Names in its HOME that its code hard-codes under `~` (device identity, sandboxes, logs, the
+    # workspace): each points at "gateway" (its state dir) or "workspace" (the workspace volume).
+    home_links: Mapping[str, str] = field(default_factory=dict)
 
 
-def config_names(generation: str) -> tuple[str, ...]:
-    """Config file names, the installed generation's first: an older name is renamed to it."""
-    preferred = CONFIG_NAMES[generation]
-    return (preferred, *(name for name in CONFIG_NAMES.values() if name != preferred))
+GENERATIONS = (
+    Generation(
+        package="openclaw",
+        since=(2026, 2),
+        config_name="openclaw.json",
+        state_dir_env=("OPENCLAW_STATE_DIR",),
+        workspace_env=("OPENCLAW_WORKSPACE_DIR",),
+        token_env=("OPENCLAW_GATEWAY_TOKEN",),
+        # No OPENCLAW_NO_RESPAWN: its launcher never re-spawns a foreground `gateway` run (the
+        # supervised pid is the gateway's own without it), and with it a restart the gateway
+        # needs happens in-process instead of as the fresh process, with a restart handoff, that
+        # the external-supervisor contract describes.
+        fixed_env={
+            "OPENCLAW_SUPERVISOR_MODE": "external",
+            "OPENCLAW_DISABLE_BONJOUR": "1",
+            "OPENCLAW_NO_AUTO_UPDATE": "1",
+        },
+        ignored_prefixes=("MOLTBOT_", "CLAWDBOT_"),
+    ),
+    Generation(
+        package="openclaw",
+        since=(2026, 1),
+        config_name="openclaw.json",
+        state_dir_env=("OPENCLAW_STATE_DIR",),
+        workspace_env=(),
+        token_env=("OPENCLAW_GATEWAY_TOKEN",),
+        fixed_env={"OPENCLAW_NO_RESPAWN": "1", "OPENCLAW_DISABLE_BONJOUR": "1"},
+        # Device identity, sandboxes, canvas and the workspace are hard-coded under ~/.openclaw.
+        home_links={".openclaw": "gateway"},
+    ),
+    Generation(
+        package="moltbot",
+        since=(2026, 1),
+        config_name="moltbot.json",
+        state_dir_env=("MOLTBOT_STATE_DIR", "CLAWDBOT_STATE_DIR"),
+        workspace_env=(),
+        token_env=("CLAWDBOT_GATEWAY_TOKEN",),
+        fixed_env={"CLAWDBOT_NO_RESPAWN": "1", "CLAWDBOT_DISABLE_BONJOUR": "1"},
+        # identity/, exec-approvals.json, sandboxes/ and logs/ ignore the state dir (upstream #3773).
+        home_links={".clawdbot": "gateway", "clawd": "workspace"},
+    ),
+    Generation(
+        package="clawdbot",
+        since=(2026, 1),
+        config_name="clawdbot.json",
+        state_dir_env=("CLAWDBOT_STATE_DIR",),
+        workspace_env=(),
+        token_env=("CLAWDBOT_GATEWAY_TOKEN",),
+        fixed_env={"CLAWDBOT_NO_RESPAWN": "1", "CLAWDBOT_DISABLE_BONJOUR": "1"},
+        home_links={".clawdbot": "gateway", "clawd": "workspace"},
+    ),
+)
+# When the image says nothing about its gateway: the oldest reading of the newest package.
+DEFAULT_GENERATION = GENERATIONS[1]
 
+# Node sizes its old space from the host's memory, not the container's limit, and a heap that grows
+# past the limit is an OOM kill instead of a garbage collection: with a limit and no size of the
+# user's own in NODE_OPTIONS, the gateway's heap gets this share of the limit.
+HEAP_OPTION = "--max-old-space-size"
+HEAP_SHARE = 0.75
 
-def gateway_command(port: int, args: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The supervised gateway: reachable through the published port (bind lan), token auth,
-    first start without a config (`--allow-unconfigured`), plus any arguments given to the init."""
-    return (*CLI, "gateway", "--allow-unconfigured", "--bind", "lan", "--port", str(port), *args)
+# Node's compile cache of the gateway, baked into the image (docker/gateway/warm-compile-cache.mjs).
+# The gateway's launcher looks for it as `node-compile-cache` in its temp dir (/tmp; with TMPDIR set
+# elsewhere it starts cold, as without the image's cache), where the image links to it; a /tmp that
+# is a fresh tmpfs (a read-only image) gets the same link at every boot. (link, its target) pairs.
+COMPILE_CACHE_LINKS = (("/tmp/node-compile-cache", "/var/cache/moltbot/node-compile-cache"),)
 
+# The supervised gateway: reachable through the published port (bind lan), token auth, a first
+# start without a config (`--allow-unconfigured`); the init's own arguments are appended.
+GATEWAY_ARGS = ("gateway", "--allow-unconfigured", "--bind", "lan", "--port")
 
-def cli_command(args: tuple[str, ...]) -> tuple[str, ...]:
-    """`moltbot ARGS` on PATH runs the gateway's own CLI."""
-    return (*CLI, *args)
+# The gateway's contract with an external supervisor (openclaw >= 2026.9, probed, never assumed):
+# ask once which operations the installed CLI offers, then, after every clean exit, whether that
+# exit was a restart the gateway asked for (`PID` is replaced by the exited process' pid).
+RESTART_HANDOFF_CAPABILITIES = ("gateway", "restart-handoff", "capabilities", "--json")
+RESTART_HANDOFF_CONSUME = ("gateway", "restart-handoff", "consume", "--expected-pid", "PID", "--json")
 
-
-def gateway_environment(state_dir: str, workspace_dir: str) -> dict[str, str]:
-    """Variables the gateway (and its CLI) need on top of the container's environment."""
-    env = {name: state_dir for name in STATE_DIR_ENV_NAMES}
-    # openclaw puts its workspace under the state dir once OPENCLAW_STATE_DIR is set, not in
-    # ~/clawd: point it back at the workspace volume.
-    env["OPENCLAW_WORKSPACE_DIR"] = workspace_dir
-    # openclaw otherwise runs its own crash triage on every failed start (~10 s, and a zip in the
-    # state volume each time): restarts are ours.
-    env["OPENCLAW_SUPERVISOR_MODE"] = "external"
-    # moltbot.mjs re-spawns node as a child unless told not to: the supervised PID must be the
-    # gateway itself, or signals and exit codes reach a wrapper instead.
-    env["CLAWDBOT_NO_RESPAWN"] = "1"
-    return env
+# A start refused for a cause that passes by itself: the gateway's owner lease on its state dir is
+# keyed to the hostname, and a recreated container (a new hostname) is refused for up to 5 minutes
+# after an unclean end ("Gateway failed to start: Another Gateway owner lease is still active for
+# this state directory", exit 1). The crash guard starts it again every OWNER_LEASE_RETRY_S (or
+# MOLTBOT_BACKOFF_MAX, if shorter), not counting these exits, for at most OWNER_LEASE_WAIT_S: longer
+# than the lease lives.
+OWNER_LEASE_REFUSALS = ("Another Gateway owner lease is still active",)
+OWNER_LEASE_RETRY_S = 20.0
+OWNER_LEASE_WAIT_S = 360.0

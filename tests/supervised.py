@@ -5,8 +5,10 @@ act while the init runs: supervisorctl, health, signals)."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,10 +18,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from entrypoint.common import rundir
+from entrypoint.common.guardplan import GuardPlan, HandoffPlan, LeaseRule
 from entrypoint.common.plans import CrashLoopAction, RestartPolicy
 from tests.conftest import InitRunner, namespace_init_pid
 
 STANDINS = "tests/standins"
+PY = "python3"  # the stand-ins need nothing but the standard library
+
+
+def standin(name: str, *args: object) -> str:
+    """The command line of a stand-in gateway (tests/standins/<name>.py)."""
+    return shlex.join([PY, f"{STANDINS}/{name}.py", *map(str, args)])
+
+
+def policy_env(**values: object) -> dict[str, str]:
+    """The init's settings for a restart policy, by `policy()`'s names."""
+    names = {
+        "initial": "MOLTBOT_BACKOFF_INITIAL",
+        "maximum": "MOLTBOT_BACKOFF_MAX",
+        "reset": "MOLTBOT_BACKOFF_RESET",
+        "burst": "MOLTBOT_CRASHLOOP_BURST",
+        "window": "MOLTBOT_CRASHLOOP_WINDOW",
+        "action": "MOLTBOT_CRASHLOOP_ACTION",
+        "stop": "MOLTBOT_STOP_TIMEOUT",
+        "hold_retry": "MOLTBOT_HOLD_RETRY",
+    }
+    return {names[key]: str(value) for key, value in values.items()}
+
+
+def epoch(line: dict[str, Any]) -> float:
+    """When a JSON line (or a field holding such a time) was written, in epoch seconds."""
+    return dt.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 def policy(
@@ -30,8 +60,30 @@ def policy(
     window: float = 300.0,
     action: CrashLoopAction = "hold",
     stop: float = 8.0,
+    hold_retry: float = 900.0,
 ) -> RestartPolicy:
-    return RestartPolicy(initial, maximum, reset, burst, window, action, stop)
+    return RestartPolicy(initial, maximum, reset, burst, window, action, stop, hold_retry)
+
+
+def guard_plan(
+    ledger_path: str,
+    handoff: HandoffPlan | None = None,
+    lease: LeaseRule | None = None,
+    oom_kills_at_boot: int | None = None,
+    **chosen: Any,
+) -> GuardPlan:
+    """The crash guard's orders for a program named `gateway`, with the policy `policy(**chosen)`."""
+    policy_chosen = policy(**chosen)
+    return GuardPlan(
+        "gateway",
+        policy_chosen,
+        ledger_path,
+        "json",
+        "info",
+        handoff,
+        lease or LeaseRule(),
+        oom_kills_at_boot,
+    )
 
 
 def free_port() -> int:
@@ -113,6 +165,21 @@ class Supervised:
             f"waited for {count} x {name}, saw {len(found)}; events: {self.names()}\n"
             f"stderr tail: {''.join(self.raw_stderr[-30:])}"
         )
+
+    def guard_state(self, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The crash guard's state file once it says `state`. The guard writes it (with fsyncs)
+        just after its log lines, and after supervisord's own view, which health reports, has
+        changed: on a busy disk the file is a moment behind both, so a test that reads it right
+        after either waits for it."""
+        path = self.run_dir / rundir.GUARD_STATE
+        deadline = time.monotonic() + timeout
+        seen = read_json(path)
+        while (seen or {}).get("state") != state and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = read_json(path)
+        if seen is None or seen.get("state") != state:
+            raise AssertionError(f"the crash guard's state never became {state}; last: {seen}")
+        return seen
 
     def non_json_stderr(self) -> list[str]:
         with self._lock:

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.pid1
 
 # Stands in for `node`: reports who runs it, with which arguments and environment.
 FAKE_NODE = """#!/bin/sh
-printf '{"uid": %s, "args": "%s", "state": "%s", "respawn": "%s", "token": "%s", "home": "%s"}\\n' \\
-  "$(id -u)" "$*" "$OPENCLAW_STATE_DIR" "$CLAWDBOT_NO_RESPAWN" "$OPENCLAW_GATEWAY_TOKEN" "$HOME"
+printf '{"uid": %s, "args": "%s", "state": "%s", "respawn": "%s", "token": "%s", "home": "%s",' \\
+  "$(id -u)" "$*" "$OPENCLAW_STATE_DIR" "$OPENCLAW_NO_RESPAWN" "$OPENCLAW_GATEWAY_TOKEN" "$HOME"
+printf ' "legacy": "%s"}\\n' "$(env | grep -c -e '^MOLTBOT_' -e '^CLAWDBOT_')"
 exit 3
 """
 
@@ -57,8 +58,12 @@ def test_moltbot_name_runs_the_gateway_cli_as_the_target_user_with_the_gateway_e
     seen = json.loads(result.stdout)
     assert seen["uid"] == test_user.pw_uid
     assert seen["args"] == "/app/moltbot.mjs status --json"
-    assert (seen["state"], seen["respawn"], seen["token"]) == (str(init.box / "state"), "1", "t0ken")
-    assert seen["home"] == test_user.pw_dir
+    # The gateway's state dir and HOME are in the state volume; it sees its generation's names only
+    # (with no manifest in /app, the oldest openclaw: OPENCLAW_*), never the init's MOLTBOT_*.
+    state = init.box / "state"
+    assert (seen["state"], seen["respawn"], seen["token"]) == (str(state / "gateway"), "1", "t0ken")
+    assert seen["home"] == str(state / "home")
+    assert seen["legacy"] == "0"
 
 
 def test_moltbot_as_first_argument_boots_then_runs_the_cli_once_and_passes_its_code(

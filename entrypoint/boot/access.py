@@ -1,7 +1,10 @@
-"""Can the target user write here? Asked of the kernel, as that user, not guessed from mode bits.
+"""Can the target user write here, or read this? Asked of the kernel, as that user, not guessed
+from mode bits.
 
-As root, the answer comes from a short-lived forked child that takes the user's groups, gid and uid
-and asks `access(2)`: ACLs, root-squashed NFS and read-only mounts all answer for themselves.
+Runs in PID 1 during the boot (the ownership and privileges phases), as root or as the target user
+itself. As root, the answer comes from a short-lived forked child that takes the user's groups, gid
+and uid and asks `access(2)`: ACLs, root-squashed NFS and read-only mounts all answer for
+themselves.
 """
 
 from __future__ import annotations
@@ -12,17 +15,22 @@ from collections.abc import Iterable
 
 from ..common.plans import TargetUser
 
+# A directory one can write but not search cannot have files created in it.
+WRITABLE = os.W_OK | os.X_OK
+# Reading a directory's entries needs search too; for a file, X_OK asks for execute permission.
+READABLE = os.R_OK
 
-def _unwritable(paths: list[str]) -> list[str]:
-    # X_OK too: a directory one can write but not search cannot have files created in it.
-    return [path for path in paths if not os.access(path, os.W_OK | os.X_OK)]
+
+def _denied(checks: list[tuple[str, int]]) -> list[str]:
+    return [path for path, mode in checks if not os.access(path, mode)]
 
 
-def unwritable_for(user: TargetUser, paths: Iterable[str]) -> list[str]:
-    """The paths among `paths` that `user` could not create files in (missing ones included)."""
-    wanted = list(paths)
+def denied_for(user: TargetUser, checks: Iterable[tuple[str, int]]) -> list[str]:
+    """The paths among `checks` ((path, access mode) pairs) that `user` may not access so
+    (missing ones included)."""
+    wanted = list(checks)
     if os.geteuid() == user.uid or os.geteuid() != 0:
-        return _unwritable(wanted)
+        return _denied(wanted)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: become the user, answer through the pipe, never return into the caller
@@ -32,7 +40,7 @@ def unwritable_for(user: TargetUser, paths: Iterable[str]) -> list[str]:
             os.setgroups(list(user.groups))
             os.setgid(user.gid)
             os.setuid(user.uid)
-            os.write(write_end, json.dumps(_unwritable(wanted)).encode())
+            os.write(write_end, json.dumps(_denied(wanted)).encode())
             status = 0
         finally:
             os._exit(status)
@@ -41,5 +49,10 @@ def unwritable_for(user: TargetUser, paths: Iterable[str]) -> list[str]:
         data = answer.read()
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        return wanted  # the child could not even become the user: nothing is known to be writable
+        return [path for path, _ in wanted]  # the child could not even become the user: nothing known
     return json.loads(data)
+
+
+def unwritable_for(user: TargetUser, paths: Iterable[str]) -> list[str]:
+    """The paths among `paths` that `user` could not create files in (missing ones included)."""
+    return denied_for(user, ((path, WRITABLE) for path in paths))

@@ -39,7 +39,7 @@ def _generate(path: str) -> str:
 
 
 def _from_environment(plan: SecretPlan, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    return next(((name, environ[name]) for name in plan.env_names if environ.get(name)), None)
+    return next(((name, environ[name]) for name in plan.accepted if environ.get(name)), None)
 
 
 def existing(plan: SecretPlan, environ: Mapping[str, str]) -> str | None:
@@ -70,7 +70,7 @@ def run(plan: SecretPlan, environ: Mapping[str, str]) -> tuple[PhaseResult, str 
             return run(plan, environ)
         recorder.warn(
             "secret_unavailable",
-            f"no secret in {', '.join(plan.env_names)} and {plan.path} is unusable: {error.strerror}",
+            f"no secret in {', '.join(plan.accepted)} and {plan.path} is unusable: {error.strerror}",
             path=plan.path,
             errno=error.errno,
         )

@@ -1,4 +1,6 @@
-"""The boot, in order: prepare, ownership, migration, privileges (the drop), credentials.
+"""The boot, in order: prepare, ownership, migration, privileges (the drop), credentials (with
+`AFTER_REPAIR` set, the verdict `after_repair` after the drop); started non-root: prepare,
+migration, privileges (an access check), credentials.
 
 Who runs it: the init as PID 1, once, at container start, as root when started as root (the only
 steps that ever run as root), after `wiring` has read the settings (the `config` phase). It ends as
@@ -18,7 +20,8 @@ from ..common import environment, log
 from ..common import report as reporting
 from ..common.plans import BootPlan, Program, StopFlag
 from ..common.report import PhaseResult
-from . import credentials, migration, ownership, prepare, privileges
+from ..common.settings import EX_CONFIG
+from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges
 
 _LOG = log.get("boot")
 EXIT_PRIVILEGE_DROP_FAILED = 1
@@ -92,6 +95,11 @@ class _Boot:
     def as_root(self) -> Booted | None:
         """The root steps, then the drop; a Booted only when the boot ends here."""
         plan, user = self.plan, self.settings.user
+        # Before any volume is touched: a drop that cannot happen is refused now, in one line.
+        refusal = preflight.check(user, plan.runtime_paths)
+        if refusal is not None:
+            log.event(_LOG, "error", refusal.event, refusal.message, **refusal.fields)
+            return self.ended(EX_CONFIG)
         self.record("prepare", lambda: prepare.run(plan.prepare))
         self.record("ownership", lambda: ownership.run(plan.ownership, user, self.stop))
         if self.interrupted():
@@ -115,7 +123,20 @@ class _Boot:
                 gid=user.gid,
             )
             return self.ended(EXIT_PRIVILEGE_DROP_FAILED)
+        then = self.settings.after_repair
+        if then:
+            # A deployment that runs as root only to repair: may it start without root again?
+            self.record(after_repair.PHASE, lambda: after_repair.judge(self.phases, then, user))
         return None
+
+    def as_user(self) -> None:
+        """Started non-root: nothing to repair or drop; make what the user can, migrate what it can
+        read, and say plainly what it cannot write."""
+        plan, settings = self.plan, self.settings
+        self.record("prepare", lambda: prepare.run(plan.prepare))
+        self.record("migration", lambda: migration.run(plan.migration, self.stop))
+        directories = (settings.state_dir, settings.workspace_dir, settings.run_dir)
+        self.record("privileges", lambda: privileges.check_access(settings.user, directories))
 
     def run(self) -> Booted:
         settings = self.settings
@@ -124,8 +145,7 @@ class _Boot:
             if ended is not None:
                 return ended
         else:
-            directories = (settings.state_dir, settings.workspace_dir, settings.run_dir)
-            self.record("privileges", lambda: privileges.check_access(settings.user, directories))
+            self.as_user()
         secret: list[str | None] = [None]
 
         def take_credentials() -> PhaseResult:
@@ -135,8 +155,10 @@ class _Boot:
         self.record("credentials", take_credentials)
         env = dict(self.plan.program.env)
         env.update(privileges.user_environment(settings.user))
+        if self.plan.program_home is not None:
+            env["HOME"] = self.plan.program_home
         if secret[0]:
-            env.update({name: secret[0] for name in self.plan.credentials.env_names})
+            env.update({name: secret[0] for name in self.plan.credentials.given_as})
         program = replace(self.plan.program, env=environment.for_program(env))
         return Booted(self.phases, program)
 

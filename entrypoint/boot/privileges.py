@@ -13,6 +13,7 @@ import stat
 from ..common.plans import TargetUser
 from ..common.report import PhaseRecorder, PhaseResult
 from .access import unwritable_for
+from .preflight import effective_capabilities
 
 
 class PrivilegeDropError(RuntimeError):
@@ -32,14 +33,6 @@ def _hand_over_std_streams(user: TargetUser, recorder: PhaseRecorder) -> None:
             recorder.warn("stream_not_handed_over", f"fd {fd}: {error.strerror}", fd=fd, errno=error.errno)
 
 
-def _effective_capabilities() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    raise PrivilegeDropError("cannot read CapEff from /proc/self/status")
-
-
 def _prove_irreversible(user: TargetUser) -> None:
     try:
         os.setuid(0)
@@ -54,7 +47,10 @@ def _prove_irreversible(user: TargetUser) -> None:
             pass
         else:
             raise PrivilegeDropError("setegid(0) succeeded after the drop")
-    if _effective_capabilities() != 0:
+    held = effective_capabilities()
+    if held is None:
+        raise PrivilegeDropError("cannot read CapEff from /proc/self/status")
+    if held != 0:
         raise PrivilegeDropError("effective capabilities are not empty after the drop")
 
 

@@ -21,13 +21,22 @@ class State(enum.StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"  # exited; the guard starts it again at `restart_at`
-    HELD = "held"  # not started until an operator starts it (refused, or held at boot)
+    # Exited cleanly; the guard asks the program whether that was a restart it requested.
+    HANDOFF = "handoff"
+    # Refused to start for a cause that passes by itself (`waiting_for`): started again at
+    # `restart_at`, not counted as a crash.
+    WAITING = "waiting"
+    # Not started until an operator starts it (refused, a configuration it rejects, held at boot);
+    # with `retry_at`, the guard tries once more then (the cause may have passed).
+    HELD = "held"
     REFUSED = "refused"  # refused with the `exit` action: supervisord is shutting down
     STOPPED = "stopped"  # stopped by an operator or by the init's own stop
 
 
-# The program is not running and nobody is about to start it: health fails at once.
-NOT_RUNNING = frozenset({State.BACKOFF, State.HELD, State.REFUSED, State.STOPPED})
+# The program is not running: health fails at once.
+NOT_RUNNING = frozenset(
+    {State.BACKOFF, State.HANDOFF, State.WAITING, State.HELD, State.REFUSED, State.STOPPED}
+)
 HOLDING = frozenset({State.HELD, State.REFUSED})
 
 
@@ -57,7 +66,7 @@ class ExitRecord:
         epoch = data.get("epoch") if isinstance(data, Mapping) else None
         if not _is_number(epoch):
             return None
-        return cls(float(epoch), _int_or_none(data.get("exit_code")), _float_or_none(data.get("uptime_s")))
+        return cls(float(epoch), int_or_none(data.get("exit_code")), _float_or_none(data.get("uptime_s")))
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,19 @@ class Snapshot:
     program: str | None
     state: State
     since: float
-    pid: int | None = None
+    pid: int | None = None  # HANDOFF: the exited process, whose handoff is asked for
     running_since: float | None = None
-    restarts: int = 0
+    restarts: int = 0  # started again by the guard after an exit it did not expect
+    requested_restarts: int = 0  # restarts the program asked for (restart handoffs)
     backoff_attempt: int = 0
     delay_s: float | None = None
     restart_at: float | None = None
     exits: tuple[ExitRecord, ...] = field(default=())
     held_reason: str | None = None
+    retry_at: float | None = None  # HELD: when the one attempt after the cool-down is due
+    retrying: bool = False  # that attempt runs: an unexpected exit holds again at once
+    waiting_for: str | None = None  # WAITING: the cause that passes by itself
+    waiting_since: float | None = None  # its first refusal (the wait is bounded)
     burst: int | None = None
     window_s: float | None = None
     action: str | None = None
@@ -89,13 +103,19 @@ class Snapshot:
             "since": round(self.since, 3),
             "since_at": log.rfc3339(self.since),
             "pid": self.pid,
-            "running_since": None if self.running_since is None else round(self.running_since, 3),
+            "running_since": _rounded(self.running_since),
             "restarts": self.restarts,
+            "requested_restarts": self.requested_restarts,
             "backoff_attempt": self.backoff_attempt,
             "delay_s": self.delay_s,
-            "restart_at": None if self.restart_at is None else round(self.restart_at, 3),
+            "restart_at": _rounded(self.restart_at),
             "exits": [record.to_dict() for record in self.exits],
             "held_reason": self.held_reason,
+            "retry_at": _rounded(self.retry_at),
+            "retry_at_time": None if self.retry_at is None else log.rfc3339(self.retry_at),
+            "retrying": self.retrying,
+            "waiting_for": self.waiting_for,
+            "waiting_since": _rounded(self.waiting_since),
             "burst": self.burst,
             "window_s": self.window_s,
             "action": self.action,
@@ -117,18 +137,23 @@ class Snapshot:
             program=program if isinstance(program, str) else None,
             state=state,
             since=float(since) if _is_number(since) else 0.0,
-            pid=_int_or_none(data.get("pid")),
+            pid=int_or_none(data.get("pid")),
             running_since=_float_or_none(data.get("running_since")),
-            restarts=_int_or_none(data.get("restarts")) or 0,
-            backoff_attempt=_int_or_none(data.get("backoff_attempt")) or 0,
+            restarts=int_or_none(data.get("restarts")) or 0,
+            requested_restarts=int_or_none(data.get("requested_restarts")) or 0,
+            backoff_attempt=int_or_none(data.get("backoff_attempt")) or 0,
             delay_s=_float_or_none(data.get("delay_s")),
             restart_at=_float_or_none(data.get("restart_at")),
             exits=tuple(record for item in data.get("exits") or () if (record := ExitRecord.from_dict(item))),
-            held_reason=data.get("held_reason") if isinstance(data.get("held_reason"), str) else None,
-            burst=_int_or_none(data.get("burst")),
+            held_reason=_str_or_none(data.get("held_reason")),
+            retry_at=_float_or_none(data.get("retry_at")),
+            retrying=data.get("retrying") is True,
+            waiting_for=_str_or_none(data.get("waiting_for")),
+            waiting_since=_float_or_none(data.get("waiting_since")),
+            burst=int_or_none(data.get("burst")),
             window_s=_float_or_none(data.get("window_s")),
             action=data.get("action") if isinstance(data.get("action"), str) else None,
-            supervisord_pid=_int_or_none(data.get("supervisord_pid")),
+            supervisord_pid=int_or_none(data.get("supervisord_pid")),
             supervisord_started=_float_or_none(data.get("supervisord_started")),
         )
 
@@ -140,12 +165,24 @@ class Snapshot:
         if self.state == State.BACKOFF:
             delay = "?" if self.delay_s is None else f"{self.delay_s:g}"
             return f"{name} in backoff {delay}s after {len(self.exits)} recent exits"
+        if self.state == State.HANDOFF:
+            return f"{name} exited; asking it whether it requested this restart"
+        if self.state == State.WAITING:
+            return f"{name} waiting for {self.waiting_for or 'a refusal to pass'}"
         if self.state in HOLDING:
-            return f"{name} {self.state.value}: {self.held_reason or 'crash loop'}"
+            text = f"{name} {self.state.value}: {self.held_reason or 'crash loop'}"
+            if self.retry_at is not None:
+                text += f"; tried once more at {log.rfc3339(self.retry_at)}"
+            return text
         return f"{name} {self.state.value}"
 
 
+def path(run_dir: str) -> str:
+    return os.path.join(run_dir, rundir.GUARD_STATE)
+
+
 def read(run_dir: str) -> Snapshot | None:
+    """The file's snapshot; None when it is missing, unreadable or not a snapshot."""
     data = rundir.read_json(run_dir, rundir.GUARD_STATE)
     return None if data is None else Snapshot.from_dict(data)
 
@@ -165,7 +202,7 @@ def hold_at_boot(run_dir: str, program: str, reason: str, now: float) -> Snapsho
             "warning",
             "held_state_unwritable",
             "cannot write the held state; health will not say why the program is stopped",
-            path=os.path.join(run_dir, rundir.GUARD_STATE),
+            path=path(run_dir),
         )
     return snapshot
 
@@ -174,7 +211,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _int_or_none(value: Any) -> int | None:
+def int_or_none(value: Any) -> int | None:
+    """A whole number from a field another process wrote (this file, supervisord's answers and
+    events), or None: a missing or malformed value is unknown, never a crash."""
     if isinstance(value, bool):
         return None
     try:
@@ -185,3 +224,11 @@ def _int_or_none(value: Any) -> int | None:
 
 def _float_or_none(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

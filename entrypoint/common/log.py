@@ -1,8 +1,13 @@
 """The log line schema: every line the init writes is one JSON object.
 
+Who uses it: every program of the binary (the boot and PID 1, supervisord's process and the crash
+guard in it, the operator tools), from its first line on.
+
 Fields: `time` (RFC 3339, UTC), `level`, `logger`, `event` (a stable snake_case identifier),
 `message`, then the event's own fields. `text` format renders the same record for humans.
 Lines go to stderr so that the supervised program keeps stdout to itself; `docker logs` shows both.
+python-json-logger, which serialises the lines, is imported with the first one: `health` and
+`status` configure logging at every call and seldom write a line.
 """
 
 from __future__ import annotations
@@ -11,8 +16,6 @@ import datetime as _dt
 import logging
 import sys
 from typing import Any
-
-from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -30,20 +33,38 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return getattr(record, "fields", {})
 
 
-class _LineFormatter(JsonFormatter):
-    """python-json-logger serialises; the schema (and its key order) is ours."""
+class _LineFormatter(logging.Formatter):
+    """One JSON object per record, built by python-json-logger's formatter from the first line on."""
 
-    def add_fields(
-        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
-    ) -> None:
-        log_data["time"] = rfc3339(record.created)
-        log_data["level"] = record.levelname.lower()
-        log_data["logger"] = record.name
-        log_data["event"] = getattr(record, "event", "log")
-        log_data["message"] = record.getMessage()
-        for key, value in _record_fields(record).items():
-            # The schema's own keys win: an event field can never forge `level` or `event`.
-            log_data.setdefault(key, value)
+    def __init__(self) -> None:
+        super().__init__()
+        self._json: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._json is None:
+            self._json = _json_formatter()
+        return self._json.format(record)
+
+
+def _json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.json import JsonFormatter
+
+    class Schema(JsonFormatter):
+        """python-json-logger serialises; the schema (and its key order) is ours."""
+
+        def add_fields(
+            self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+        ) -> None:
+            log_data["time"] = rfc3339(record.created)
+            log_data["level"] = record.levelname.lower()
+            log_data["logger"] = record.name
+            log_data["event"] = getattr(record, "event", "log")
+            log_data["message"] = record.getMessage()
+            for key, value in _record_fields(record).items():
+                # The schema's own keys win: an event field can never forge `level` or `event`.
+                log_data.setdefault(key, value)
+
+    return Schema()
 
 
 class _TextFormatter(logging.Formatter):

@@ -36,11 +36,14 @@ class TargetUser:
 
 @dataclass(frozen=True)
 class PreparePlan:
-    """Directories that must exist (created owned by `uid:gid`, mode 0755) before anything else."""
+    """Directories that must exist before anything else, each created with its mode and owned by
+    `owner` (None: the init was started non-root and creates them as itself). `links` are (path,
+    target) pairs: a link made when nothing is at the path and the target is a directory (what the
+    image carries, reached from a fresh tmpfs)."""
 
-    directories: tuple[str, ...]
-    uid: int
-    gid: int
+    directories: tuple[tuple[str, int], ...]
+    owner: tuple[int, int] | None
+    links: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,31 +61,38 @@ class OwnershipPlan:
 class MigrationPlan:
     """Move legacy state from the first source holding data into `target`, never clobbering.
 
-    `config_names` lists the application's config file names, preferred first: a target holding
-    only a later name gets it renamed to the first. `record_dir_name` is the init's hidden
-    directory inside `target` (migration record, staging, journal): never migrated, never counted
-    as data. `mode_setting` is the full name of the variable that sets `mode`, quoted in the
-    conflict warning so that it names the exact setting that resolves it.
+    `volume` is the state volume's root; `target` (the application's state dir) and `record_dir`
+    (the init's records: migration record, staging, journal, saved legacy copies) are directories
+    in it, on its filesystem. Every entry at the root whose name is not in `kept_at_root` is
+    moved into `target` on every boot (an earlier layout kept the state at the root).
+    `owner` (uid, gid) is given everything migrated; None when the init was started non-root: it
+    then copies what it can read and never changes an owner. `config_names` lists the
+    application's config file names, preferred first: a target holding only a later name gets it
+    renamed to the first. `home_links` are (path, link target) pairs made true on every boot: a
+    link to that target, or, with None, no link at that path. `mode_setting` is the full name of
+    the variable that sets `mode`, quoted in warnings so that they name the exact setting.
     """
 
     mode: MigrationMode
     sources: tuple[str, ...]
     target: str
-    uid: int
-    gid: int
+    volume: str
+    record_dir: str
+    kept_at_root: tuple[str, ...]
+    owner: tuple[int, int] | None
     config_names: tuple[str, ...]
-    record_dir_name: str = ".init"
+    home_links: tuple[tuple[str, str | None], ...] = ()
     mode_setting: str = "MIGRATE"
 
 
 @dataclass(frozen=True)
 class SecretPlan:
-    """A secret the program needs: taken from the environment, else generated once into `path`."""
+    """A secret the program needs: taken from the environment (the first of `accepted` set), else
+    generated once into `path`; the program gets it under the names in `given_as`."""
 
     path: str
-    env_names: tuple[str, ...]
-    uid: int
-    gid: int
+    accepted: tuple[str, ...]
+    given_as: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,13 @@ class RestartPolicy:
     crashloop_window_s: float
     crashloop_action: CrashLoopAction
     stop_timeout_s: float
+    # A hold for a cause that may pass (a crash loop) is tried once more after this; 0: never.
+    hold_retry_s: float = 900.0
+
+    @property
+    def stop_wait_s(self) -> int:
+        """The stop timeout as supervisord takes it (`stopwaitsecs`: whole seconds, at least 1)."""
+        return max(1, round(self.stop_timeout_s))
 
 
 @dataclass
@@ -131,3 +148,8 @@ class BootPlan:
     migration: MigrationPlan
     credentials: SecretPlan
     program: Program
+    # What the target user must be able to read to keep running this init after the drop.
+    runtime_paths: tuple[str, ...]
+    # The gateway's HOME, in the state volume (it writes there, and that must persist); None for
+    # any other command, which gets the user's own.
+    program_home: str | None

@@ -28,6 +28,9 @@ EXIT_CODE = "exit-code"
 # will try again, and the boot ledger holds the next boot if it keeps failing. It cannot be mistaken
 # for a signal (128+N), a missing (127) or non-executable (126) command, or a clean stop (0).
 CRASH_LOOP_EXIT_CODE = 75
+# EX_CONFIG, passed on from the program: it refused its configuration or state, which no restart
+# fixes (the gateway's own systemd unit has RestartPreventExitStatus=78).
+CONFIG_REFUSED_EXIT_CODE = 78
 
 TEMPORARY_SUFFIX = ".tmp"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -58,6 +58,7 @@ class Defaults:
     run_dir: str
     legacy_dirs: tuple[str, ...]
     program_port: int
+    program_cli: tuple[str, ...] = ()  # the application's CLI; empty: it has none
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,20 @@ class Settings:
     log_level: str
     program_command: tuple[str, ...]  # empty: the profile's own command
     program_port: int
+    program_cli: tuple[str, ...]  # the program's own CLI (restart handoffs, `<app> ARGS`)
+    # Each call of the program's CLI by the crash guard: long enough for its cold start.
+    handoff_timeout_s: float
     ownership_mode: OwnershipMode
     chown_paths: tuple[str, ...]
     migration_mode: MigrationMode
     legacy_dirs: tuple[str, ...]
     restart: RestartPolicy
+    # What to do once the root steps have left nothing that needs root (a deployment that runs as
+    # root only to repair, says what comes next); empty: the boot does not judge it.
+    after_repair: str
+    # Every variable the init reads as a setting: the program never sees them (a gateway that reads
+    # another generation's prefix warns about each one, and they are the init's, not its).
+    variables: frozenset[str]
 
     @property
     def ownership_roots(self) -> tuple[str, ...]:
@@ -99,9 +109,11 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str], prefix: str) -> None:
         self.environ = environ
         self.prefix = prefix
+        self.keys: set[str] = set()
 
     def raw(self, name: str, default: str, *, prefixed: bool = True) -> tuple[str, str]:
         key = self.prefix + name if prefixed else name
+        self.keys.add(key)
         return key, self.environ.get(key, default)
 
     def choice(self, name: str, choices: tuple[Choice, ...], default: Choice) -> Choice:
@@ -176,10 +188,11 @@ def _resolve(key: str, spec: str, uid: int | None, gid: int | None) -> TargetUse
         ) from None
 
 
-def _command(reader: _Reader) -> tuple[str, ...]:
-    key, value = reader.raw("GATEWAY_COMMAND", "")
+def _command(reader: _Reader, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A command line setting; an empty value is the default."""
+    key, value = reader.raw(name, "")
     if value == "":
-        return ()
+        return default
     try:
         argv = tuple(shlex.split(value))
     except ValueError:
@@ -201,10 +214,14 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
         state_dir=read.path("STATE_DIR", defaults.state_dir),
         workspace_dir=read.path("WORKSPACE_DIR", defaults.workspace_dir),
         run_dir=read.path("RUN_DIR", defaults.run_dir),
-        program_command=_command(read),
+        program_command=_command(read, "GATEWAY_COMMAND"),
         program_port=read.number(
             "GATEWAY_PORT", defaults.program_port, int, "a TCP port from 1 to 65535", lambda v: 0 < v < 65536
         ),
+        program_cli=_command(read, "GATEWAY_CLI", defaults.program_cli),
+        # The gateway's CLI starts cold in 6-13 s on a busy 2-core machine; a restart handoff expires
+        # 60 s after it was written, a few seconds before the exit: both calls must fit in it.
+        handoff_timeout_s=read.seconds("HANDOFF_TIMEOUT", 45.0),
         ownership_mode=read.choice("FIX_OWNERSHIP", OWNERSHIP_MODES, "auto"),
         chown_paths=read.paths("CHOWN_PATHS", ()),
         migration_mode=read.choice("MIGRATE", MIGRATION_MODES, "auto"),
@@ -216,8 +233,15 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             crashloop_burst=read.count("CRASHLOOP_BURST", 5),
             crashloop_window_s=read.seconds("CRASHLOOP_WINDOW", 300.0),
             crashloop_action=read.choice("CRASHLOOP_ACTION", CRASHLOOP_ACTIONS, "hold"),
-            stop_timeout_s=read.seconds("STOP_TIMEOUT", 8.0),
+            # The gateway's own stop policy in a container: it drains active replies for up to
+            # 315 s and exits by 325 s; an idle one stops at once whatever this is.
+            stop_timeout_s=read.seconds("STOP_TIMEOUT", 330.0),
+            hold_retry_s=read.number(
+                "HOLD_RETRY", 900.0, float, "a number of seconds, 0 to never retry", lambda v: 0 <= v < 1e9
+            ),
         ),
+        after_repair=read.raw("AFTER_REPAIR", "")[1].strip(),
+        variables=frozenset(read.keys),  # last: every setting above has been read
     )
     _refuse_system_roots(settings)
     return settings

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from ..common import guardstate, ledger, log, rundir
+from ..common import guardplan, guardstate, ledger, log, rundir
 from ..common import report as reporting
+from ..common.guardplan import GuardPlan
 from ..common.plans import Program, StopFlag
 from ..common.report import PhaseResult
 from ..common.settings import Settings
@@ -29,14 +30,16 @@ EXIT_SUPERVISOR_FAILED = 1
 
 @dataclass(frozen=True)
 class Pid1Plan:
-    """What PID 1 needs besides the program: how to report, where the ledger is, how to run itself."""
+    """What PID 1 needs besides the program: how to report, where the ledger is, how to start
+    supervisord."""
 
     settings: Settings
     mode: Mode
     version: str
     started: float  # monotonic time the boot started
-    ledger_path: str
-    self_command: tuple[str, ...]
+    supervisord: supervisord.Launch  # how supervisord's process is made
+    ignored_signals: frozenset[int]  # ignored by whoever started the init: ignored in its children
+    guard: GuardPlan  # the crash guard's orders (supervise mode), with where the boot ledger is
 
 
 def _publish_report(plan: Pid1Plan, phases: list[PhaseResult]) -> None:
@@ -64,7 +67,14 @@ def run(
         return 128 + stop.signal_number
     if plan.mode == "run":
         _publish_report(plan, phases)
-        pid = reaper.spawn(program.argv, program.env, program.cwd, original_mask, take_terminal=os.isatty(0))
+        pid = reaper.spawn(
+            program.argv,
+            program.env,
+            program.cwd,
+            original_mask,
+            plan.ignored_signals,
+            take_terminal=os.isatty(0),
+        )
         return reaper.exit_code(reaper.supervise_child(pid, reaper.FORWARDED_TO_COMMAND))
     return _supervise(plan, program, phases, original_mask, readiness)
 
@@ -79,9 +89,11 @@ def _supervise(
     settings = plan.settings
     layout = supervisord.Layout(settings.run_dir)
     now = time.time()
-    ledger.begin_boot(plan.ledger_path, now)
+    ledger.begin_boot(plan.guard.ledger_path, now)
     restart = settings.restart
-    hold = ledger.hold_reason(plan.ledger_path, restart.crashloop_burst, restart.crashloop_window_s, now)
+    hold = ledger.hold_reason(
+        plan.guard.ledger_path, restart.crashloop_burst, restart.crashloop_window_s, now
+    )
     if hold is not None:
         log.event(
             _LOG,
@@ -92,7 +104,8 @@ def _supervise(
         )
     try:
         supervisord.clear_markers(layout)
-        text = supervisord.render(program, restart, layout, plan.self_command, autostart=hold is None)
+        guardplan.write(settings.run_dir, plan.guard)
+        text = supervisord.render(program, restart, layout, autostart=hold is None)
         supervisord.write_config(layout, text)
     except OSError as error:
         log.event(
@@ -102,7 +115,7 @@ def _supervise(
             f"cannot write {layout.config}: {error.strerror}",
             path=layout.config,
         )
-        ledger.mark(plan.ledger_path, ledger.Outcome.INIT_FAILED)
+        ledger.mark(plan.guard.ledger_path, ledger.Outcome.INIT_FAILED)
         return EXIT_SUPERVISOR_FAILED
     if hold is not None:
         guardstate.hold_at_boot(settings.run_dir, program.name, hold, now)
@@ -111,11 +124,14 @@ def _supervise(
         program,
         restart,
         layout,
-        plan.self_command,
+        plan.supervisord,
         original_mask,
+        plan.ignored_signals,
         on_stop=readiness.stopping if readiness else lambda: None,
         tick=readiness.tick if readiness else lambda now: None,
     )
-    if code != rundir.CRASH_LOOP_EXIT_CODE:  # the crash guard has marked its refusal itself
-        ledger.mark(plan.ledger_path, ledger.Outcome.STOPPED if code == 0 else ledger.Outcome.INIT_FAILED)
+    if rundir.read_exit_code(settings.run_dir) is None:  # else the crash guard marked its refusal
+        ledger.mark(
+            plan.guard.ledger_path, ledger.Outcome.STOPPED if code == 0 else ledger.Outcome.INIT_FAILED
+        )
     return code

@@ -1,10 +1,19 @@
 """sd_notify: tell systemd (`Type=notify`) or podman (`--sdnotify=container`) how the boot goes.
 
-- `STATUS=` at each boot phase (`Readiness.status`) and whenever the crash guard's state changes;
-- `READY=1` once, when the health check first passes (the program RUNNING and its port open);
-- `WATCHDOG=1` every `WATCHDOG_USEC / 2` while the health check passes (none while it fails, so
-  the service manager's watchdog acts on a program that stopped answering);
+Who runs it: the init as PID 1, from the start of the boot (the phases' `STATUS=`, before the
+privilege drop) to its end (`tick` from the PID-1 loop, as the target user, while supervisord runs).
+
+- `STATUS=` at each boot phase (`Readiness.status`), whenever the crash guard's state changes, and
+  while the program starts, what it says it waits for (its startup probe's `pendingReason`);
+- `READY=1` once, when the program first says it has started (`check("startup")`: `/startupz`
+  says `started`; a program without that probe, once its port accepts a connection);
+- `WATCHDOG=1` every `WATCHDOG_USEC / 2` while the program says it is live (`check("live")`:
+  `/healthz`; none while it fails, so the service manager's watchdog acts on a program that
+  stopped answering, a stuck one included);
 - `STOPPING=1` when the init starts stopping.
+
+The checks (`tools/health`, given by `wiring`) are bounded; the program is not asked at all while
+the crash guard's state says it is not running.
 
 `from_environ` removes `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment so
 that no child (supervisord, the program) ever talks to the service manager in the init's name.
@@ -19,15 +28,19 @@ import collections
 import os
 import socket
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import sdnotify
 
-from ..common import guardstate, log, rundir
+from ..common import guardstate, log
 
 _logger = log.get("notify")
-_CHECK_EVERY_S = 0.25  # health checks while waiting for READY
-_RECHECK_UNHEALTHY_S = 1.0  # health checks while unhealthy after READY
+_CHECK_EVERY_S = 0.25  # startup checks while waiting for READY
+_RECHECK_UNHEALTHY_S = 1.0  # liveness checks while it fails after READY
+# The probes `check` is asked for (named as `tools/health` names them).
+STARTUP = "startup"
+LIVE = "live"
 
 
 class _Notifier(sdnotify.SystemdNotifier):
@@ -63,37 +76,35 @@ def _watchdog_interval(usec: str | None, pid: str | None) -> float | None:
     return value / 2 / 1_000_000 if value > 0 else None
 
 
+@dataclass(eq=False)
 class Readiness:
     """What the init tells the service manager; `tick` is called from the PID-1 loop."""
 
-    def __init__(
-        self,
-        address: str,
-        check: Callable[[], tuple[bool, str]],
-        run_dir: str,
-        watchdog_interval_s: float | None = None,
-    ) -> None:
-        self.address = address
-        self.check = check
-        self.run_dir = run_dir
-        self.watchdog_interval_s = watchdog_interval_s
-        self.ready = False
-        self.stopped = False
-        self.sent: collections.deque[str] = collections.deque(maxlen=100)  # the last messages sent
-        self._notifier: _Notifier | None = None
-        self._warned = False
-        self._next_check = 0.0
-        self._next_watchdog = 0.0
-        self._state_seen: tuple[Any, ...] | None = None
-        self._guard_state: guardstate.State | None = None
-        self._last_status: str | None = None
+    address: str
+    check: Callable[[str], tuple[bool, str]]  # check(STARTUP) or check(LIVE): (passed, why)
+    run_dir: str
+    watchdog_interval_s: float | None = None
+    ready: bool = field(default=False, init=False)
+    stopped: bool = field(default=False, init=False)
+    sent: collections.deque[str] = field(  # the last messages sent
+        default_factory=lambda: collections.deque(maxlen=100), init=False
+    )
+    _notifier: _Notifier | None = field(default=None, init=False)
+    _warned: bool = field(default=False, init=False)
+    _next_check: float = field(default=0.0, init=False)
+    _next_watchdog: float = field(default=0.0, init=False)
+    _state_seen: tuple[Any, ...] | None = field(default=None, init=False)
+    _guard_state: guardstate.State | None = field(default=None, init=False)
+    _last_status: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
         self._connect()
 
     @classmethod
     def from_environ(
         cls,
         environ: MutableMapping[str, str],
-        check: Callable[[], tuple[bool, str]],
+        check: Callable[[str], tuple[bool, str]],
         run_dir: str,
     ) -> Readiness | None:
         """Take NOTIFY_SOCKET (and the watchdog variables) out of `environ` (and of os.environ)."""
@@ -161,18 +172,17 @@ class Readiness:
                 return
             self._next_check = now + _CHECK_EVERY_S
             if self._guard_state in guardstate.NOT_RUNNING:
-                return  # held, in backoff, stopped: no need to ask supervisord 4 times a second
-            healthy, _reason = self.check()
-            if healthy:
+                return  # held, in backoff, stopped: no need to ask the program 4 times a second
+            started, reason = self.check(STARTUP)
+            self.status(reason)  # what it waits for while it starts; then that it has started
+            if started:
                 self.ready = True
                 self.send("READY=1")
-                self._next_watchdog = now + (self.watchdog_interval_s or 0)
-                if self.watchdog_interval_s:
-                    self.send("WATCHDOG=1")
+                self._next_watchdog = now
             return
         if self.watchdog_interval_s and now >= self._next_watchdog:
-            healthy, _reason = self.check()
-            if healthy:
+            live, _reason = self.check(LIVE)
+            if live:
                 self.send("WATCHDOG=1")
                 self._next_watchdog = now + self.watchdog_interval_s
             else:
@@ -185,9 +195,8 @@ class Readiness:
 
     def _follow_guard(self) -> None:
         """STATUS= when the crash guard's state file changes state (cheap: a stat, then a read)."""
-        path = os.path.join(self.run_dir, rundir.GUARD_STATE)
         try:
-            info = os.stat(path)
+            info = os.stat(guardstate.path(self.run_dir))
         except OSError:
             return
         key = (info.st_mtime_ns, info.st_ino, info.st_size)

@@ -1,5 +1,8 @@
-"""PID 1's duties, as tini does them: spawn the child, forward signals, reap every zombie,
+"""PID 1's duties, as tini does them: start the child, forward signals, reap every zombie,
 report the child's exit code.
+
+Who runs it: the init as PID 1, after the boot's phases, as the target user; `spawn` and `fork`
+also run briefly in the child they make, before it execs or goes on in this program's code.
 
 Every catchable signal is *blocked* and collected with sigtimedwait(2) instead of being handled:
 the kernel drops signals that PID 1 has no handler for, but keeps blocked ones pending, and a
@@ -13,6 +16,8 @@ import contextlib
 import errno
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -27,9 +32,26 @@ WAITED = frozenset(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP}
 FORWARDED_TO_COMMAND = WAITED - {signal.SIGCHLD, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 _PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+# What a Python program finds at its start, where an exec'd one finds SIG_DFL everywhere.
+_PYTHON_START: Mapping[int, Callable[[int, object], object] | int] = {
+    signal.SIGINT: signal.default_int_handler,
+    **dict.fromkeys(_PYTHON_IGNORED, signal.SIG_IGN),
+}
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
+EXIT_SOFTWARE = 70
+
+
+def ignored_at_start() -> frozenset[int]:
+    """The signals whoever started us ignores (as `nohup` does SIGHUP): the child must ignore them
+    too, as it would without an init in between. Asked before any handler of ours is installed.
+    SIGPIPE and SIGXFSZ are left out: Python ignores those itself, so their origin is unknowable."""
+    return frozenset(
+        signum
+        for signum in FORWARDED_TO_COMMAND - set(_PYTHON_IGNORED)
+        if signal.getsignal(signum) == signal.SIG_IGN
+    )
 
 
 def block_signals() -> set[int]:
@@ -48,10 +70,12 @@ def spawn(
     env: Mapping[str, str],
     cwd: str,
     original_mask: set[int],
+    ignored: frozenset[int],
     *,
     take_terminal: bool = False,
 ) -> int:
-    """Fork and exec `argv` in its own process group with the original signal mask; return its pid.
+    """Fork and exec `argv` in its own process group with the original signal mask and the signals
+    the caller ignored still ignored; return its pid.
 
     When exec fails the child itself logs why and exits 127 (not found) or 126 (not executable),
     the codes a shell uses, which then pass through as the init's own.
@@ -61,19 +85,10 @@ def spawn(
         return pid
     code = EXIT_NOT_EXECUTABLE
     try:
-        # Own process group: a Ctrl-C on the terminal or a kill of our group is not doubled by
-        # our own forwarding.
-        os.setpgid(0, 0)
-        if take_terminal:
-            # Make the child the terminal's foreground group (interactive `docker run -it`); this
-            # is allowed only because SIGTTOU is still blocked at this point.
-            os.tcsetpgrp(0, os.getpgrp())
-        os.chdir(cwd)
+        _leave(cwd, take_terminal)
         # Python ignores SIGPIPE and SIGXFSZ for itself, and an ignored signal stays ignored
-        # across execve: a `yes | head` in the child would never end. Defaults back, then the mask.
-        for signum in _PYTHON_IGNORED:
-            signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+        # across execve: a `yes | head` in the child would never end.
+        _reset_signals(original_mask, ignored, {})
         os.execvpe(argv[0], list(argv), dict(env))
     except OSError as error:
         missing = error.errno in (errno.ENOENT, errno.ENOTDIR)
@@ -89,6 +104,92 @@ def spawn(
         )
     finally:
         os._exit(code)  # never return into the parent's code from a forked child
+
+
+def fork(
+    main: Callable[[], int],
+    env: Mapping[str, str],
+    cwd: str,
+    original_mask: set[int],
+    ignored: frozenset[int],
+) -> int:
+    """Fork a child that goes on in this program's code, set up as `spawn` sets up one that execs
+    this program again: its own process group, `cwd`, the environment `env`, the signals as a
+    Python program finds them at its start (the caller's ignored ones still ignored) and the
+    original mask. The child runs `main()` and exits with what it returns; return its pid.
+
+    Only where `alone()`: a lock another thread held at the fork would stay held in the child."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = EXIT_SOFTWARE
+    try:
+        _leave(cwd, take_terminal=False)
+        _close_inherited()
+        os.environ.clear()  # unsetenv too: what the child execs sees only `env`
+        os.environ.update(env)
+        # Our handlers (PID 1's stop flag) would run in the child; exec would have reset them.
+        _reset_signals(original_mask, ignored, _PYTHON_START)
+        code = main()
+    except SystemExit as leaving:  # sys.exit() in `main`: its code, as the interpreter would
+        code = leaving.code if isinstance(leaving.code, int) else 0 if leaving.code is None else 1
+    except BaseException as error:  # as __main__ does: one JSON line, never a traceback
+        log.event(_LOG, "error", "init_crashed", f"unexpected error: {error!r}", error=type(error).__name__)
+    finally:
+        # Never return into the parent's code; os._exit flushes nothing, so flush what is buffered.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def alone() -> bool:
+    """Whether the calling thread is this process's only one, as the kernel counts them (threads a
+    library started included); Python's own count where /proc is not mounted."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
+
+
+def _close_inherited() -> None:
+    """In a forked child: close what an exec would, every descriptor above stderr that is
+    close-on-exec (Python opens all of its own so): PID 1's files and sockets, the service
+    manager's among them, are not the child's. The objects that own them stay unused, and
+    unfinalized, in the parent's frames, which the child never returns to."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: they stay open, unused
+        return
+    for fd in map(int, names):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed already
+            if fd > 2 and not os.get_inheritable(fd):
+                os.close(fd)
+
+
+def _leave(cwd: str, take_terminal: bool) -> None:
+    """In a forked child: leave PID 1's process group (for the terminal too) and its cwd."""
+    # Own process group: a Ctrl-C on the terminal or a kill of our group is not doubled by our
+    # own forwarding.
+    os.setpgid(0, 0)
+    if take_terminal:
+        # Make the child the terminal's foreground group (interactive `docker run -it`); this is
+        # allowed only because SIGTTOU is still blocked at this point.
+        os.tcsetpgrp(0, os.getpgrp())
+    os.chdir(cwd)
+
+
+def _reset_signals(
+    original_mask: set[int],
+    ignored: frozenset[int],
+    start: Mapping[int, Callable[[int, object], object] | int],
+) -> None:
+    """Every disposition as the program starting in this child should find it (`start`, SIG_DFL
+    for the rest), what our caller ignored still ignored (tini and gosu do the same), then the
+    original mask: dispositions first, while every signal is still blocked."""
+    for signum in WAITED:
+        signal.signal(signum, signal.SIG_IGN if signum in ignored else start.get(signum, signal.SIG_DFL))
+    signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
 
 
 def reap(main_pid: int) -> int | None:

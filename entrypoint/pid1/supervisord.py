@@ -1,14 +1,19 @@
 """Supervise mode: render a supervisord config into the run dir and run supervisord as our child.
 
+Who runs it: the init as PID 1, as the target user, after the boot (`render`, `run`, the stop
+deadline); `serve` and the waker it starts run inside supervisord's process, as the target user.
+
 supervisord gives operators `supervisorctl` and process-group stops; the restart policy is not
-its own (`autorestart=false`): the crash guard, an event listener run from this same program,
-owns it, because supervisord alone restarts a long-running crasher forever and gives up on
-instant ones by racing its 1 s loop.
+its own (`autorestart=false`): the crash guard, loaded into supervisord's process from its config
+(`crashguard/plugin`), owns it, because supervisord alone restarts a long-running crasher forever
+and gives up on instant ones by racing its 1 s loop. supervisord runs in a child forked from PID 1,
+which has every module it needs loaded already: this program is not started a second time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shlex
 import signal
@@ -24,11 +29,24 @@ from . import reaper
 
 _LOG = log.get("supervise")
 
-LISTENER_NAME = "crashguard"
+# Imported by supervisord from its config, by name (frozen, every module of ours is bundled).
+RPC_INTERFACE_FACTORY = f"{__package__}.rpcinterface:make_rpcinterface"
+CRASH_GUARD_FACTORY = f"{__package__.rpartition('.')[0]}.crashguard.plugin:make_rpcinterface"
 # Past the program's own stop timeout, how long supervisord gets to finish before we kill it.
 _SUPERVISOR_GRACE_S = 3.0
 # The signals operators send to PID 1 that supervisord has a meaning for.
 FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How supervisord's process is made: a child forked from PID 1 that runs `serve(config)`
+    (supervisord's main, with the waker and the crash guard in its process), or, where a fork is
+    not safe, this same program exec'd again as `<command> supervisord -c CONFIG`, which serves
+    the same way."""
+
+    serve: Callable[[str], int]
+    command: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -59,17 +77,9 @@ def _command(argv: tuple[str, ...]) -> str:
     return _value(shlex.join(argv))
 
 
-def render(
-    program: Program,
-    policy: RestartPolicy,
-    layout: Layout,
-    self_command: tuple[str, ...],
-    *,
-    autostart: bool,
-) -> str:
+def render(program: Program, policy: RestartPolicy, layout: Layout, *, autostart: bool) -> str:
     """The whole supervisord.conf. Secrets never go in here: the program inherits them from
     supervisord's environment, which is ours."""
-    stop_wait = max(1, round(policy.stop_timeout_s))
     sections = {
         "unix_http_server": {
             "file": layout.socket,
@@ -92,7 +102,14 @@ def render(
             "minprocs": "16",
         },
         "rpcinterface:supervisor": {
-            "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"
+            # supervisord's own interface, but a stop always stops (see rpcinterface.py).
+            "supervisor.rpcinterface_factory": RPC_INTERFACE_FACTORY
+        },
+        "rpcinterface:crashguard": {
+            # The crash guard, in supervisord's process; its orders (common/guardplan.py) are in
+            # the run dir, written by the init.
+            "supervisor.rpcinterface_factory": CRASH_GUARD_FACTORY,
+            "run_dir": _value(layout.run_dir),
         },
         "supervisorctl": {"serverurl": f"unix://{layout.socket}"},
         f"program:{program.name}": {
@@ -107,24 +124,16 @@ def render(
             "stopsignal": "TERM",
             "stopasgroup": "true",
             "killasgroup": "true",
-            "stopwaitsecs": str(stop_wait),
+            "stopwaitsecs": str(policy.stop_wait_s),
             # Straight to the container's streams, unchanged; a pipe cannot be rotated (maxbytes=0).
             "stdout_logfile": "/dev/stdout",
             "stdout_logfile_maxbytes": "0",
             "stderr_logfile": "/dev/stderr",
             "stderr_logfile_maxbytes": "0",
-            # The crash guard keeps the last stderr lines to explain a refusal.
+            # The crash guard keeps the last lines of both (they explain a refusal or a hold, and
+            # what the program was still doing when its stop timeout ran out).
+            "stdout_events_enabled": "true",
             "stderr_events_enabled": "true",
-        },
-        f"eventlistener:{LISTENER_NAME}": {
-            "command": _command((*self_command, LISTENER_NAME)),
-            "events": "PROCESS_STATE,PROCESS_LOG_STDERR,TICK_5",
-            # Never drop a state event because the gateway was chatty on stderr.
-            "buffer_size": "1024",
-            "autorestart": "true",
-            "startsecs": "0",
-            "stderr_logfile": "/dev/stderr",
-            "stderr_logfile_maxbytes": "0",
         },
     }
     lines = ["; Rendered by the init at every boot: edits here are lost at the next start."]
@@ -147,6 +156,27 @@ def wake(layout: Layout, timeout_s: float = 0.2) -> bool:
         except OSError:
             return False
     return True
+
+
+def serve(args: list[str], *, finish: Callable[[], None]) -> int:
+    """supervisord's process, forked by PID 1 or exec'd as `<init> supervisord ARGS`: the waker,
+    then supervisord's own main until it returns, then `finish`."""
+    from supervisor import supervisord as daemon
+
+    # A forked supervisord has PID 1's command line: its name tells them apart in `ps` and `top`.
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w", encoding="ascii") as comm:
+        comm.write("supervisord")
+    # The run dir is the config's: supervisord's environment is the gateway's, without our settings.
+    config = next(
+        (args[index + 1] for index, arg in enumerate(args[:-1]) if arg in ("-c", "--configuration")), None
+    )
+    if config is not None:
+        start_waker(Layout(os.path.dirname(config)))
+    try:
+        daemon.main(args)
+    finally:
+        finish()
+    return 0
 
 
 def start_waker(layout: Layout, within_s: float = 5.0) -> None:
@@ -217,16 +247,33 @@ def run(
     program: Program,
     policy: RestartPolicy,
     layout: Layout,
-    self_command: tuple[str, ...],
+    launch: Launch,
     original_mask: set[int],
+    ignored: frozenset[int],
     *,
     on_stop: Callable[[], None],
     tick: Callable[[float], None],
 ) -> int:
     """Run supervisord (already configured) until it exits; return the init's exit code."""
-    argv = (*self_command, "supervisord", "-c", layout.config)
-    pid = reaper.spawn(argv, program.env, "/", original_mask)
-    log.event(_LOG, "info", "supervisor_started", "supervisord started", pid=pid, config=layout.config)
+    if reaper.alone():
+        # Neither process' cyclic collector walks what they share from here on: a full
+        # collection writes to every object it visits, and each page written is copied.
+        gc.freeze()
+        pid = reaper.fork(lambda: launch.serve(layout.config), program.env, "/", original_mask, ignored)
+        how = "fork"
+    else:  # a thread of the boot is still alive (the fork would copy its locks, held or not)
+        argv = (*launch.command, "supervisord", "-c", layout.config)
+        pid = reaper.spawn(argv, program.env, "/", original_mask, ignored)
+        how = "exec"
+    log.event(
+        _LOG,
+        "info",
+        "supervisor_started",
+        f"supervisord started ({how})",
+        pid=pid,
+        config=layout.config,
+        how=how,
+    )
     stop = _Stop(layout, pid, policy, on_stop)
 
     def on_tick(now: float) -> None:

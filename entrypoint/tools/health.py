@@ -1,143 +1,271 @@
-"""Health: is the program RUNNING under supervisord, and does its port accept a connection?
+"""Health: does the program answer its own HTTP probes (`/healthz`, `/startupz`, `/readyz`)?
 
-This is the container HEALTHCHECK, so it must answer fast and never hang: one XML-RPC call
-(`supervisor.getProcessInfo`) over the control socket and one TCP connect to 127.0.0.1:port share
-a single deadline (`timeout_s`, 150 ms by default); every socket has a timeout. When the program is
-not running, the crash guard's state file says why (backoff, held after a crash loop, ...).
-Only the standard library is used, so the check costs little more than Python's own start.
+Who runs it: the engine's HEALTHCHECK, a kubelet's probe or an operator through `docker exec`
+(`<init> health [--startup | --ready] [--timeout S]`), as root or the target user, while the
+container runs; `status`, the same way; and PID 1 itself, after the drop, for sd_notify's READY
+and WATCHDOG (only when a NOTIFY_SOCKET was given).
+
+Cheapest first, and never a hang: a `stat` of supervisord's control socket and a read of the crash
+guard's state file (`common/guardstate`) answer at once, without any request, when the program is
+not running nor about to run (held, refused, in backoff, stopped); otherwise one plain HTTP request
+to 127.0.0.1:port, connect, send and answer under one deadline (`timeout_s`, 3 s by default).
+supervisord itself is never asked: its XML-RPC client (`tools/rpc`, http.client, xmlrpc) would cost
+more to import than the whole check, and the state file already says what it would.
+
+Which programs have the probes is learnt from their answer, endpoint by endpoint, not from the
+profile. The gateway gained them at different releases (`/healthz` and `/readyz` first, `/startupz`
+with 2026.8.1), which the profile's generations (keyed on what each reads from its environment)
+cannot say; a wrong "has probes" would be a check that never passes, and so a kubelet restarting a
+healthy gateway forever. Learning it from the answer cannot weaken the check of a gateway that has
+them: a program that has a probe answers it with its JSON (the gateway routes its probes before
+anything else), and the fallback needs a complete answer that is not that JSON: an older
+generation's Control UI page on every path, or a program that closes the connection without HTTP.
+A program that does not answer at all (a stuck event loop: the kernel still accepts connections
+for a SIGSTOPped process) fails, whatever its generation.
 """
 
 from __future__ import annotations
 
 import errno
-import http.client
+import json
 import os
 import socket
+import stat
+import sys
 import time
-import xmlrpc.client
+from dataclasses import dataclass
 from typing import Any
 
-from ..common import rundir
+from ..common import guardstate, rundir
+from ..common.guardstate import Snapshot, State
 
-_MIN_CONNECT_S = 0.03  # the port check always gets at least this much of the budget
-
-
-class SupervisorUnavailable(Exception):
-    """supervisord's control socket is missing, refused, denied or did not answer in time."""
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+DEFAULT_TIMEOUT_S = 3.0
+_MAX_ANSWER = 64 * 1024  # a probe's JSON is a few hundred bytes; HTML needs only its headers
+EX_USAGE = 64
+USAGE = "usage: health [--startup | --ready] [--timeout SECONDS]"
 
 
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__()
-        self._path = path
-        self._timeout = timeout
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        return _UnixConnection(self._path, self._timeout)
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    path: str
+    passed: str  # the word for a passing answer: live, started, ready
+    meaning: str  # what the fallback stands for when the program lacks the endpoint
 
 
-def rpc(run_dir: str, timeout_s: float) -> xmlrpc.client.ServerProxy:
-    """An XML-RPC proxy to supervisord over `RUN/supervisor.sock`, every call bounded by `timeout_s`."""
-    transport = _UnixTransport(os.path.join(run_dir, rundir.SUPERVISOR_SOCKET), max(timeout_s, 0.001))
-    return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=transport, allow_none=True)
+PROBES = {
+    probe.name: probe
+    for probe in (
+        Probe("live", "/healthz", "live", "liveness"),
+        Probe("startup", "/startupz", "started", "started"),
+        Probe("ready", "/readyz", "ready", "ready"),
+    )
+}
 
 
-def process_info(run_dir: str, program: str, timeout_s: float) -> dict[str, Any]:
-    """`supervisor.getProcessInfo(program)`; SupervisorUnavailable when supervisord cannot answer.
+class _NoAnswer(Exception):
+    """The program gave no complete answer in time: the check fails with this reason."""
 
-    An xmlrpc Fault (e.g. BAD_NAME) is raised as is.
-    """
-    path = os.path.join(run_dir, rundir.SUPERVISOR_SOCKET)
+
+@dataclass(frozen=True)
+class _Answer:
+    json_type: bool  # Content-Type says JSON
+    body: bytes
+
+
+def check(
+    run_dir: str, program: str, port: int, probe: str = "live", timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[bool, str]:
+    """(passed, one line saying why) for `probe` ("live", "startup" or "ready") of `program`."""
+    endpoint = PROBES[probe]
+    snapshot = _snapshot(run_dir, program)
+    why_not = _not_running(run_dir, program, snapshot, time.time())
+    if why_not is not None:
+        return False, why_not
+    where = f"{endpoint.path} on port {port}"
     try:
-        return rpc(run_dir, timeout_s).supervisor.getProcessInfo(program)
-    except xmlrpc.client.Fault:
-        raise
-    except FileNotFoundError:
-        raise SupervisorUnavailable(f"supervisord not running (no {path})") from None
-    except PermissionError:
-        raise SupervisorUnavailable(
-            f"permission denied on {path} (run as root or the program's user)"
-        ) from None
+        answer = _request(port, endpoint.path, timeout_s)
+    except _NoAnswer as error:
+        return False, str(error) + (f"; {program} pid {snapshot.pid}" if snapshot and snapshot.pid else "")
+    lacks = f"this {program} has no {endpoint.path}: {endpoint.meaning}"
+    if answer is None:
+        return True, f"port {port} accepts connections ({lacks} by TCP connect only)"
+    verdict = _verdict(endpoint, answer)
+    if verdict is None:
+        return True, f"port {port} answers HTTP ({lacks} by its HTTP answer only)"
+    passed, text = verdict
+    if passed:
+        return True, f"{program} {text}{_running(snapshot)} ({where})"
+    return False, f"{program} {text} ({where})"
+
+
+def _snapshot(run_dir: str, program: str) -> Snapshot | None:
+    snapshot = guardstate.read(run_dir)
+    return snapshot if snapshot is not None and snapshot.program in (None, program) else None
+
+
+def _not_running(run_dir: str, program: str, snapshot: Snapshot | None, now: float) -> str | None:
+    """Why no request is worth making, or None. supervisord removes its socket when it exits: a
+    state file without one is an earlier run's (the init is booting, or has stopped)."""
+    socket_path = os.path.join(run_dir, rundir.SUPERVISOR_SOCKET)
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(socket_path).st_mode)
+    except OSError:
+        is_socket = False
+    if not is_socket:
+        return f"supervisord not running (no {socket_path}): the init is booting, or has stopped"
+    if snapshot is None or snapshot.state not in guardstate.NOT_RUNNING:
+        return None
+    text = snapshot.describe(program)  # the guard's own words: held, in backoff, stopped, ...
+    if snapshot.state in (State.BACKOFF, State.WAITING) and snapshot.restart_at is not None:
+        text += f", restart in {max(0.0, snapshot.restart_at - now):.1f}s"
+    if snapshot.state == State.HELD:
+        text += f"; {guardstate.leave_hold_hint(program)}"
+    return text
+
+
+def _request(port: int, path: str, timeout_s: float) -> _Answer | None:
+    """The program's complete answer to `GET path`; None when it closed the connection without an
+    HTTP answer. Raises _NoAnswer for everything else: refused, silent, cut short, too slow."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=max(timeout_s, 0.001))
+    except TimeoutError:
+        raise _NoAnswer(f"port {port} did not accept a connection within {timeout_s:g}s") from None
     except ConnectionRefusedError:
-        raise SupervisorUnavailable("supervisord not answering (connection refused)") from None
-    except TimeoutError:
-        raise SupervisorUnavailable(f"supervisord not answering within {timeout_s * 1000:.0f} ms") from None
-    except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError, ValueError) as error:
-        raise SupervisorUnavailable(f"supervisord not answering ({error.__class__.__name__})") from None
-
-
-def port_open(port: int, timeout_s: float, host: str = "127.0.0.1") -> tuple[bool, str]:
-    try:
-        with socket.create_connection((host, port), timeout=max(timeout_s, 0.001)):
-            return True, ""
-    except TimeoutError:
-        return False, f"port {port} did not accept a connection within {timeout_s * 1000:.0f} ms"
+        raise _NoAnswer(f"port {port} closed (not listening)") from None
     except OSError as error:
-        if error.errno == errno.ECONNREFUSED:
-            return False, f"port {port} closed"
-        return False, f"port {port} unreachable ({os.strerror(error.errno or 0) or error})"
-
-
-def guard_state(run_dir: str) -> dict[str, Any] | None:
-    return rundir.read_json(run_dir, rundir.GUARD_STATE)
-
-
-def _not_running_reason(program: str, statename: str, state: dict[str, Any] | None, now: float) -> str:
-    guard = (state or {}).get("state")
-    reason = (state or {}).get("held_reason")
-    if guard == "held":
-        return (
-            f"{program} held{f' ({reason})' if reason else ''}: run `supervisorctl start {program}` to re-arm"
-        )
-    if guard == "refused":
-        return f"{program} refused after a crash loop{f' ({reason})' if reason else ''}"
-    if guard == "backoff" and statename != "STARTING":
-        delay = state.get("delay_s") if state else None
-        restart_at = state.get("restart_at") if state else None
-        remaining = (
-            f", restart in {max(0.0, restart_at - now):.1f}s" if isinstance(restart_at, float | int) else ""
-        )
-        delay_text = f" {delay:g}s" if isinstance(delay, float | int) else ""
-        return f"{program} in backoff{delay_text}{remaining}"
-    if statename == "STARTING":
-        return f"{program} starting"
-    if guard == "stopped" and statename in ("STOPPED", "EXITED"):
-        return f"{program} stopped"
-    return f"{program} {statename.lower() or 'state unknown'}"
-
-
-def check(run_dir: str, program: str, port: int, timeout_s: float = 0.15) -> tuple[bool, str]:
-    """(True, "...") only when `program` is RUNNING and 127.0.0.1:`port` accepts a connection."""
-    started = time.monotonic()
-    deadline = started + timeout_s
+        raise _NoAnswer(f"port {port} unreachable ({os.strerror(error.errno or errno.EIO)})") from None
+    received = bytearray()
+    with connection:
+        try:
+            # HTTP/1.0: the answer is never chunked, and the program closes the connection after it.
+            connection.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode("ascii"))
+            while len(received) < _MAX_ANSWER:
+                # One deadline for the whole answer: a program that trickles it is cut off too.
+                connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+                answer = _parse(received, ended=False)
+                if answer is not None:
+                    return answer
+        except TimeoutError:
+            said = "an incomplete answer" if received else "no answer"
+            raise _NoAnswer(
+                f"port {port} accepts connections but gave {said} to {path} within {timeout_s:g}s "
+                "(stuck or overloaded)"
+            ) from None
+        except (ConnectionResetError, BrokenPipeError):
+            if received:
+                raise _NoAnswer(f"port {port} reset the connection in the middle of its answer") from None
+            return None
+    if not received:
+        return None
     try:
-        info = process_info(run_dir, program, timeout_s)
-    except SupervisorUnavailable as error:
-        return False, str(error)
-    except xmlrpc.client.Fault as fault:
-        return False, f"supervisord does not know {program} ({fault.faultString})"
-    statename = str(info.get("statename", ""))
-    if statename != "RUNNING":
-        return False, _not_running_reason(program, statename, guard_state(run_dir), time.time())
-    is_open, why = port_open(port, max(deadline - time.monotonic(), _MIN_CONNECT_S))
-    pid = info.get("pid")
-    if not is_open:
-        return False, f"{why} ({program} running, pid {pid}, not accepting connections)"
-    uptime = int(info.get("now", 0)) - int(info.get("start", 0))
-    return True, f"ok: {program} running, pid {pid}, up {max(uptime, 0)}s, port {port} open"
+        return _parse(received, ended=True)
+    except _NoAnswer as error:
+        raise _NoAnswer(f"port {port} gave {error} to {path}") from None
+
+
+def _parse(received: bytearray, ended: bool) -> _Answer | None:
+    """The answer, once `received` holds all of it that counts; None while more is to come or, at
+    the end, when it is not HTTP at all. A JSON answer counts only whole: read in part, it would
+    look like no probe's, and a fallback must never stand in for a probe's answer cut short."""
+    head, separator, body = bytes(received).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if not separator or len(status) < 2 or not status[0].startswith(b"HTTP/1.") or not status[1].isdigit():
+        return None
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if b"json" not in headers.get(b"content-type", b"").lower():
+        return _Answer(False, b"")  # an HTML page: its headers say all there is to know
+    length = headers.get(b"content-length", b"")
+    expected = int(length) if length.isdigit() else None
+    if expected is not None and len(body) >= expected:
+        return _Answer(True, body[:expected])
+    if not ended:
+        return None
+    if expected is not None:
+        raise _NoAnswer(f"an incomplete answer ({len(body)} of {expected} bytes)")
+    return _Answer(True, body)
+
+
+def _verdict(probe: Probe, answer: _Answer) -> tuple[bool, str] | None:
+    """(passed, what the program said), or None when the answer is not this probe's JSON. The JSON
+    decides, not the status code (the gateway's 200 and 503 only repeat it)."""
+    if not answer.json_type:
+        return None
+    try:
+        data: Any = json.loads(answer.body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if probe.name == "ready":
+        if not isinstance(data.get("ready"), bool):
+            return None
+        if data["ready"]:
+            return True, "ready"
+        failing = [str(item) for item in data.get("failing") or () if item]
+        return False, "not ready" + (f": failing {', '.join(failing)}" if failing else "")
+    said = data.get("status")
+    if not isinstance(said, str) or not isinstance(data.get("ok"), bool):
+        return None
+    if data["ok"] and said == probe.passed:
+        return True, probe.passed
+    if said == probe.passed:
+        return False, f"{said} but not ok"
+    pending = data.get("pendingReason")  # what a starting gateway waits for (local callers only)
+    return False, said + (f": {pending}" if isinstance(pending, str) and pending else "")
+
+
+def _running(snapshot: Snapshot | None) -> str:
+    """`, pid 12, up 62s`, as far as the crash guard's state says."""
+    if snapshot is None or not snapshot.pid:
+        return ""
+    since = snapshot.running_since
+    return f", pid {snapshot.pid}" + ("" if since is None else f", up {max(0, int(time.time() - since))}s")
+
+
+def _options(args: list[str]) -> tuple[str, float]:
+    probe, timeout_s = "live", DEFAULT_TIMEOUT_S
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("--startup", "--ready"):
+            probe = arg[2:]
+        elif arg == "--timeout" or arg.startswith("--timeout="):
+            value = arg.partition("=")[2] if "=" in arg else (rest.pop(0) if rest else "")
+            try:
+                timeout_s = float(value)
+            except ValueError:
+                raise ValueError(f"--timeout takes seconds, not {value!r}") from None
+            if not 0 < timeout_s <= 60:
+                raise ValueError(f"--timeout takes 0 < seconds <= 60, not {value}")
+        else:
+            raise ValueError(f"unknown argument {arg!r}")
+    return probe, timeout_s
+
+
+def main(args: list[str], run_dir: str, program: str, port: int) -> int:
+    """`<init> health ...`: one line on stdout, exit 0 when the probe passes, 1 when it fails."""
+    if {"-h", "--help"} & set(args):
+        print(USAGE)
+        return 0
+    try:
+        probe, timeout_s = _options(args)
+    except ValueError as error:
+        print(f"health: {error}\n{USAGE}", file=sys.stderr)
+        return EX_USAGE
+    passed, text = check(run_dir, program, port, probe, timeout_s)
+    print(verdict(passed, text))
+    return 0 if passed else 1
+
+
+def verdict(passed: bool, text: str) -> str:
+    """A check's result as one line for people (`health`, `status`)."""
+    return f"{'ok' if passed else 'failing'}: {text}"

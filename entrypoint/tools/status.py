@@ -1,23 +1,32 @@
 """`status`: what an operator wants to know in one look, as text or `--json`.
 
-Sources: the startup report (`RUN/startup-report.json`), supervisord (`getProcessInfo` over the
-control socket), the crash guard's state file (`RUN/crashguard.json`), psutil for the program's
-process tree (RSS and CPU) and the health check. Exit 0 when supervisord answered, 1 otherwise.
+Run by an operator through `docker exec` (`<init> status [--json]`), as root or the target user,
+while the container runs; it changes nothing. Sources: the startup report
+(`RUN/startup-report.json`), supervisord (`getProcessInfo`, `tools/rpc`), the crash guard's state
+file (`common/guardstate`), the program's process tree in /proc (RSS, and CPU from the kernel's
+nanosecond counters, so a short sample is an exact one) and the program's three probes
+(`tools/health`: live, started, ready), asked at once. Exit 0 when supervisord answered, 1
+otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
-import xmlrpc.client
 from typing import Any, TextIO
 
-from ..common import log, report
-from . import health
+from ..common import guardstate, log, report
+from ..common.guardstate import State
+from ..common.settings import Settings
+from . import health, rpc
 
 _RPC_TIMEOUT_S = 2.0
-_CPU_SAMPLE_S = 0.2
+# Before the probes, which make the program work: the sample is of what it does by itself.
+_CPU_SAMPLE_S = 0.05
+_PROBE_TIMEOUT_S = 1.0  # each; the three are asked in parallel
 
 
 def _report_summary(run_dir: str) -> dict[str, Any] | None:
@@ -47,12 +56,9 @@ def _report_summary(run_dir: str) -> dict[str, Any] | None:
 
 
 def _program(run_dir: str, program: str) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        info = health.process_info(run_dir, program, _RPC_TIMEOUT_S)
-    except health.SupervisorUnavailable as error:
-        return None, str(error)
-    except xmlrpc.client.Fault as fault:
-        return None, f"supervisord does not know {program} ({fault.faultString})"
+    info, unknown = rpc.Supervisor(run_dir, _RPC_TIMEOUT_S).process_info_or_reason(program)
+    if info is None:
+        return None, unknown
     state = str(info.get("statename", ""))
     running = state in ("RUNNING", "STARTING", "STOPPING") and info.get("pid")
     now, start, stop = info.get("now"), info.get("start"), info.get("stop")
@@ -72,69 +78,110 @@ def _program(run_dir: str, program: str) -> tuple[dict[str, Any] | None, str | N
 
 
 def _guard(run_dir: str, now: float) -> dict[str, Any] | None:
-    state = health.guard_state(run_dir)
-    if state is None:
+    snapshot = guardstate.read(run_dir)
+    if snapshot is None:
         return None
-    restart_at = state.get("restart_at")
+    restart_at, retry_at = snapshot.restart_at, snapshot.retry_at
     return {
-        "state": state.get("state"),
-        "since": state.get("since_at"),
-        "restarts": state.get("restarts"),
-        "delay_s": state.get("delay_s"),
-        "restart_in_s": round(max(0.0, restart_at - now), 1) if isinstance(restart_at, int | float) else None,
-        "held_reason": state.get("held_reason"),
-        "exits": state.get("exits") or [],
-        "burst": state.get("burst"),
-        "window_s": state.get("window_s"),
-        "action": state.get("action"),
+        "state": snapshot.state.value,
+        "since": log.rfc3339(snapshot.since),
+        "restarts": snapshot.restarts,
+        "requested_restarts": snapshot.requested_restarts,
+        "delay_s": snapshot.delay_s,
+        "restart_in_s": None if restart_at is None else round(max(0.0, restart_at - now), 1),
+        "held_reason": snapshot.held_reason,
+        "retry_at": None if retry_at is None else log.rfc3339(retry_at),
+        "retry_in_s": None if retry_at is None else round(max(0.0, retry_at - now), 1),
+        "waiting_for": snapshot.waiting_for,
+        "exits": [record.to_dict() for record in snapshot.exits],
+        "burst": snapshot.burst,
+        "window_s": snapshot.window_s,
+        "action": snapshot.action,
     }
 
 
 def _resources(pid: int | None) -> dict[str, Any] | None:
-    """RSS and CPU of the process and all its descendants (CPU sampled over 0.2 s)."""
+    """RSS and CPU of the process and all its descendants (CPU sampled over _CPU_SAMPLE_S)."""
     if not pid:
         return None
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
+    tree = _tree(pid)
+    if not tree:
         return None
-    alive = []
-    for process in tree:
-        try:
-            process.cpu_percent(None)
-            alive.append(process)
-        except psutil.Error:
-            continue
+    began, before = time.monotonic(), sum(_cpu_ns(member) for member in tree)
     time.sleep(_CPU_SAMPLE_S)
-    rss = 0
-    cpu_percent = 0.0
-    cpu_seconds = 0.0
-    counted = 0
-    for process in alive:
-        try:
-            with process.oneshot():
-                cpu_percent += process.cpu_percent(None)
-                rss += process.memory_info().rss
-                times = process.cpu_times()
-                cpu_seconds += times.user + times.system
-            counted += 1
-        except psutil.Error:
-            continue
+    cpu_ns, took = sum(_cpu_ns(member) for member in tree) - before, time.monotonic() - began
+    stats = [fields for fields in map(_stat, tree) if fields]
+    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
     return {
-        "processes": counted,
-        "rss_bytes": rss,
-        "cpu_percent": round(cpu_percent, 1),
-        "cpu_seconds": round(cpu_seconds, 2),
+        "processes": len(stats),
+        "rss_bytes": sum(int(fields[21]) for fields in stats) * page,  # field 24, `rss` in pages
+        "cpu_percent": round(cpu_ns / 1e7 / took, 1),
+        # utime and stime (fields 14 and 15) count the threads that have ended, too.
+        "cpu_seconds": round(sum(int(fields[11]) + int(fields[12]) for fields in stats) / ticks, 2),
     }
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 (`state`) on; empty when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and every process below it, from each process' parent (field 4 of its stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        fields = _stat(int(entry)) if entry.isdigit() else []
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    if not _stat(root):
+        return []
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, ()))
+    return tree
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time of the process' threads now, in nanoseconds (each thread's schedstat)."""
+    total = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/schedstat", encoding="ascii") as handle:
+                total += int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+            continue
+    return total
+
+
+def _health(run_dir: str, program: str, port: int) -> dict[str, Any]:
+    """Liveness (what the HEALTHCHECK answers) as `ok` and `reason`, the two others beside it."""
+    answers: dict[str, dict[str, Any]] = {}
+
+    def ask(probe: str) -> None:
+        passed, reason = health.check(run_dir, program, port, probe, _PROBE_TIMEOUT_S)
+        answers[probe] = {"ok": passed, "reason": reason}
+
+    askers = [threading.Thread(target=ask, args=(probe,)) for probe in health.PROBES]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    return {**answers["live"], "startup": answers["startup"], "ready": answers["ready"]}
 
 
 def collect(run_dir: str, program: str, port: int) -> dict[str, Any]:
     now = time.time()
     program_info, error = _program(run_dir, program)
-    healthy, reason = health.check(run_dir, program, port, timeout_s=0.5)
     return {
         "time": log.rfc3339(now),
         "startup": _report_summary(run_dir),
@@ -142,7 +189,7 @@ def collect(run_dir: str, program: str, port: int) -> dict[str, Any]:
         "program": program_info,
         "crash_guard": _guard(run_dir, now),
         "resources": _resources(program_info.get("pid") if program_info else None),
-        "health": {"ok": healthy, "reason": reason},
+        "health": _health(run_dir, program, port),
     }
 
 
@@ -199,16 +246,27 @@ def render_text(data: dict[str, Any]) -> str:
     guard = data.get("crash_guard")
     if guard:
         text = f"crash guard: {guard['state']}, {guard.get('restarts') or 0} restarts"
+        if guard.get("requested_restarts"):
+            text += f" (and {guard['requested_restarts']} it asked for)"
         text += (
             f", {len(guard['exits'])} of {guard.get('burst')} exits within {_seconds(guard.get('window_s'))}"
         )
-        if guard["state"] == "backoff":
+        if guard["state"] in (State.BACKOFF, State.WAITING):
             delay = _seconds(guard.get("delay_s"))
             text += f", next start in {_seconds(guard.get('restart_in_s'))} (delay {delay})"
-        if guard.get("held_reason") and guard["state"] in ("held", "refused"):
+        if guard["state"] == State.WAITING:
+            text += f"\n  waiting for: {guard.get('waiting_for')}"
+        if guard["state"] == State.HANDOFF:
+            text += "\n  asking the gateway whether it requested this restart"
+        if guard.get("held_reason") and guard["state"] in guardstate.HOLDING:
             text += f"\n  held: {guard['held_reason']}"
-            if guard["state"] == "held" and program:
-                text += f"\n  to leave hold: fix the cause, then `supervisorctl start {program['name']}`"
+            if guard.get("retry_at"):
+                text += (
+                    f"\n  tried once more after its cool-down, in {_duration(guard.get('retry_in_s'))} "
+                    f"({guard['retry_at']})"
+                )
+            if guard["state"] == State.HELD and program:
+                text += f"\n  to leave hold: {guardstate.leave_hold_hint(program['name'])}"
         lines.append(text)
     resources = data.get("resources")
     if resources:
@@ -218,12 +276,14 @@ def render_text(data: dict[str, Any]) -> str:
             f"({resources['cpu_seconds']} s total)"
         )
     result = data.get("health") or {}
-    reason = str(result.get("reason") or "")
-    lines.append(f"health: {reason}" if result.get("ok") else f"health: failing: {reason}")
+    lines.append(f"health: {health.verdict(bool(result.get('ok')), str(result.get('reason')))}")
+    for probe in ("startup", "ready"):
+        item = result.get(probe) or {}
+        lines.append(f"  {probe}: {health.verdict(bool(item.get('ok')), str(item.get('reason')))}")
     return "\n".join(lines)
 
 
-def main(settings: Any, program: str, as_json: bool, out: TextIO | None = None) -> int:
+def main(settings: Settings, program: str, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     data = collect(settings.run_dir, program, settings.program_port)
     if as_json:

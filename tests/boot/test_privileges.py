@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import pwd
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import InitRunner
+from tests.conftest import InitRunner, parse_lines
 
 pytestmark = pytest.mark.pid1
 
@@ -124,7 +127,8 @@ def test_started_non_root_skips_the_drop_and_warns_about_unwritable_dirs(
     unwritable = sorted(line["path"] for line in lines if line["event"] == "directory_not_writable")
     assert unwritable == sorted([str(init.box / "state"), str(init.box / "workspace")])
     report = next(line for line in lines if line["event"] == "startup_report")
-    assert [phase["name"] for phase in report["phases"]] == ["config", "privileges", "credentials"]
+    names = [phase["name"] for phase in report["phases"]]
+    assert names == ["config", "prepare", "migration", "privileges", "credentials"]
 
 
 def test_legacy_state_renamed_into_the_state_dir_ends_up_owned_by_the_user(
@@ -145,4 +149,81 @@ def test_legacy_state_renamed_into_the_state_dir_ends_up_owned_by_the_user(
     state = init.box / "state"
     for path in [state, *state.rglob("*")]:
         assert os.lstat(path).st_uid == test_user.pw_uid, path
-    assert (state / "cron" / "jobs.json").read_text() == "{}"
+    assert (state / "gateway" / "cron" / "jobs.json").read_text() == "{}"
+
+
+PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
+
+
+def _run_root_without_capabilities(
+    init: InitRunner, user: str, *caps_to_drop: str
+) -> subprocess.CompletedProcess[str]:
+    """The init as PID 1, root, with `caps_to_drop` gone (setpriv runs inside the new namespace:
+    unshare itself needs CAP_SYS_ADMIN)."""
+    drop = ",".join(f"-{cap}" for cap in caps_to_drop)
+    setpriv = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--"]
+    return subprocess.run(
+        [*PID_NAMESPACE, *setpriv, *init.command("true", pid1=False)],
+        env=init.env(MOLTBOT_USER=user),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_setuid_and_setgid_the_boot_refuses_with_one_line_naming_them_before_touching_volumes(
+    init: InitRunner, test_user: pwd.struct_passwd
+) -> None:
+    """`--cap-drop ALL`: not a bare EPERM after the repairs, but exit 78 and what to do."""
+    completed = _run_root_without_capabilities(init, test_user.pw_name, "all")
+    assert completed.returncode == 78, completed.stderr
+    [line] = parse_lines(completed.stderr)
+    assert line["event"] == "capabilities_missing" and line["level"] == "error"
+    assert line["missing"] == ["CAP_SETGID", "CAP_SETUID"]
+    assert f"--user {test_user.pw_uid}:{test_user.pw_gid}" in line["message"]
+    assert "--cap-add SETUID" in line["message"] and "--cap-add CHOWN" in line["message"]
+    assert not (init.box / "state").exists()  # refused before the prepare phase
+
+
+def test_missing_repair_capabilities_alone_do_not_stop_the_boot(
+    init: InitRunner, test_user: pwd.struct_passwd
+) -> None:
+    completed = _run_root_without_capabilities(init, test_user.pw_name, "chown", "fowner")
+    assert completed.returncode == 0, completed.stderr
+    assert not [line for line in parse_lines(completed.stderr) if line["event"] == "capabilities_missing"]
+
+
+def test_an_interpreter_the_target_user_cannot_read_is_refused_with_one_line_naming_it(
+    init: InitRunner, test_user: pwd.struct_passwd, tmp_path: Path
+) -> None:
+    """The init installed under /root (mode 0700): refused as root, before the drop, never a crash
+    with "unknown encoding" after it."""
+    private = tmp_path / "private"
+    shutil.copytree(init.sources / "entrypoint", private / "entrypoint")
+    shutil.copytree(init.sources / "moltbot", private / "moltbot")
+    private.chmod(0o700)
+    tmp_path.chmod(0o700)
+    completed = subprocess.run(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            init.python,
+            "-m",
+            "entrypoint",
+            "true",
+        ],
+        env=init.env(MOLTBOT_USER=test_user.pw_name, PYTHONPATH=str(private)),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 78, completed.stderr
+    [line] = parse_lines(completed.stderr)
+    assert line["event"] == "runtime_unreadable"
+    assert line["paths"] and line["paths"][0].startswith(str(tmp_path))
+    assert "not readable by" in line["message"] and "/opt" in line["message"]

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entrypoint.common import guardstate, ledger, rundir
-from entrypoint.crashguard import guard as crashguard
-from tests.supervised import policy
+from entrypoint.crashguard.runtime import Runtime
+from tests.supervised import guard_plan
 
 
 @pytest.fixture
@@ -133,6 +133,6 @@ def test_held_state_written_for_the_init_is_what_the_guard_adopts(tmp_path: Path
     guardstate.hold_at_boot(str(tmp_path), "gateway", "the last 5 boots failed", now=10.0)
     state = json.loads((tmp_path / rundir.GUARD_STATE).read_text())
     assert state["state"] == "held" and "the last 5 boots failed" in state["held_reason"]
-    runtime = crashguard.Runtime(str(tmp_path), "gateway", policy(), str(tmp_path / "l"), lambda: None)
+    runtime = Runtime(str(tmp_path), guard_plan(str(tmp_path / "l")))
     runtime._adopt()
-    assert runtime.guard.state == crashguard.HELD
+    assert runtime.guard.state == guardstate.State.HELD

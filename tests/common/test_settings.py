@@ -16,6 +16,7 @@ DEFAULTS = settings.Defaults(
     run_dir="/run/app",
     legacy_dirs=("/home/app/.old",),
     program_port=18789,
+    program_cli=("node", "/app/cli.mjs"),
 )
 
 
@@ -38,7 +39,16 @@ def test_defaults_come_from_the_profile() -> None:
     restart = settings.restart
     assert (restart.backoff_initial_s, restart.backoff_max_s, restart.backoff_reset_s) == (1, 60, 600)
     assert (restart.crashloop_burst, restart.crashloop_window_s, restart.crashloop_action) == (5, 300, "hold")
-    assert restart.stop_timeout_s == 8
+    # The gateway's own stop policy (it drains up to 315 s); a hold is tried again after 15 min.
+    assert (restart.stop_timeout_s, restart.stop_wait_s, restart.hold_retry_s) == (330, 330, 900)
+    assert settings.program_cli == ("node", "/app/cli.mjs") and settings.handoff_timeout_s == 45
+
+
+def test_the_gateway_cli_is_split_like_a_shell_and_a_hold_retry_of_0_means_never() -> None:
+    settings = load(APP_GATEWAY_CLI="python3 '/opt/my cli.py' --quiet", APP_HOLD_RETRY="0")
+    assert settings.program_cli == ("python3", "/opt/my cli.py", "--quiet")
+    assert settings.restart.hold_retry_s == 0
+    assert load(APP_GATEWAY_CLI="").program_cli == ("node", "/app/cli.mjs")
 
 
 def test_ownership_roots_are_the_three_dirs_then_extra_paths_without_duplicates() -> None:
@@ -84,6 +94,9 @@ def test_paths_are_normalised() -> None:
         ("APP_GATEWAY_PORT", "70000", "TCP port"),
         ("APP_GATEWAY_COMMAND", "'unbalanced", "command line"),
         ("APP_GATEWAY_COMMAND", "   ", "command line"),
+        ("APP_GATEWAY_CLI", "'unbalanced", "command line"),
+        ("APP_HOLD_RETRY", "-1", "0 to never retry"),
+        ("APP_HANDOFF_TIMEOUT", "0", "seconds"),
     ],
 )
 def test_invalid_value_names_the_setting_the_value_and_what_is_accepted(

@@ -7,15 +7,17 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entrypoint.crashguard.guard import EXIT_CRASH_LOOP, ExitRecord, RestartBudget, backoff_delay
+from entrypoint.common.guardstate import ExitRecord
+from entrypoint.common.rundir import CRASH_LOOP_EXIT_CODE
+from entrypoint.crashguard.budget import RestartBudget, backoff_delay
 from tests.supervised import policy
 
 positive = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow_infinity=False)
 
 
 def test_exit_code_is_documented_and_distinct() -> None:
-    assert EXIT_CRASH_LOOP == 75
-    assert EXIT_CRASH_LOOP not in (0, 1, 78, 126, 127) and EXIT_CRASH_LOOP < 128
+    assert CRASH_LOOP_EXIT_CODE == 75
+    assert CRASH_LOOP_EXIT_CODE not in (0, 1, 78, 126, 127) and CRASH_LOOP_EXIT_CODE < 128
 
 
 def test_default_backoff_steps_double_and_cap() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT_BOOT_PHASES
-from tests.e2e.conftest import (
+from tests.e2e.harness import (
+    GATEWAY_DIR,
     NODE_GID,
     NODE_UID,
     STATE_DIR,
@@ -25,15 +26,14 @@ from tests.e2e.conftest import (
     ExitWatch,
     Stack,
     docker,
-    host_pid,
     manifest,
-    supervisord_log,
     throwaway,
 )
 
 pytestmark = pytest.mark.e2e
 
-ROOT_PHASES = {"prepare", "ownership", "migration"}
+# What only a boot started as root does: a non-root start prepares and migrates what it can.
+ROOT_ONLY_PHASES = {"ownership"}
 SHUTDOWN_LINE = re.compile(r"\[shutdown\] completed cleanly in (\d+)ms")
 # A valid openclaw config whose effect the running gateway prints at start ("agent model: ...").
 MARKER_MODEL = "anthropic/claude-e2e-marker"
@@ -48,11 +48,6 @@ def phase(report: dict[str, Any], name: str) -> dict[str, Any]:
     found = [item for item in report["phases"] if item["name"] == name]
     assert found, f"no {name!r} phase in the startup report: {[p['name'] for p in report['phases']]}"
     return found[0]
-
-
-def gateway_output(stack: Stack) -> list[str]:
-    """The gateway's own lines (everything that is not one of the init's JSON lines)."""
-    return [line.text for line in stack.logs() if line.json() is None]
 
 
 def supervisorctl_pid(stack: Stack) -> int | None:
@@ -118,7 +113,10 @@ def test_exec_status_leaves_no_root_files_and_supervisorctl_restart_recovers(sta
     listing = stack.exec("supervisorctl", "status")
     assert listing.returncode == 0, listing
     assert re.search(r"^gateway\s+RUNNING", listing.stdout, re.M), listing.stdout
-    assert re.search(r"^crashguard\s+RUNNING", listing.stdout, re.M), listing.stdout
+    # The crash guard is a thread of supervisord's process, no program of its: alive, it keeps
+    # the gateway's state, which `status` reads.
+    guard = json.loads(stack.exec("moltbot-init", "status", "--json").stdout)["crash_guard"]
+    assert guard is not None and guard["state"] == "running", guard
     before = supervisorctl_pid(stack)
     assert before is not None
 
@@ -144,7 +142,7 @@ def test_exec_status_leaves_no_root_files_and_supervisorctl_restart_recovers(sta
 def test_root_filled_state_volume_is_repaired_and_gateway_starts(stack: Stack, engine: Engine) -> None:
     # What users had: a state dir created and filled by root (docker run as root, a host mkdir).
     throwaway(
-        engine,
+        engine.image,
         "set -e; cd /v; mkdir -p cron canvas logs agents/main/agent;"
         ' printf \'{"version":1,"jobs":[]}\\n\' > cron/jobs.json;'
         " printf '<html></html>\\n' > canvas/index.html;"
@@ -153,7 +151,9 @@ def test_root_filled_state_volume_is_repaired_and_gateway_starts(stack: Stack, e
         " chown -R 0:0 /v; chmod 755 /v; chmod 600 openclaw.json",
         f"{stack.data_volume}:/v",
     )
-    before = throwaway(engine, "cd /v && find . -printf '%U:%G %p\\n' | sort", f"{stack.data_volume}:/v")
+    before = throwaway(
+        engine.image, "cd /v && find . -printf '%U:%G %p\\n' | sort", f"{stack.data_volume}:/v"
+    )
     assert "0:0 ./cron/jobs.json" in before
 
     stack.up()
@@ -168,12 +168,12 @@ def test_root_filled_state_volume_is_repaired_and_gateway_starts(stack: Stack, e
     assert wrong.returncode == 0 and wrong.stdout == "", f"not owned by 1000:1000:\n{wrong.stdout}"
     # Repaired, not replaced: the files are there with their content and mode.
     # (The gateway itself moves cron/jobs.json into its SQLite store and renames it *.migrated.)
-    assert stack.exec("cat", f"{STATE_DIR}/canvas/index.html").stdout == "<html></html>\n"
-    assert stack.exec("cat", f"{STATE_DIR}/logs/gateway.log").stdout == "old log\n"
-    assert stack.exec("stat", "-c", "%a", f"{STATE_DIR}/openclaw.json").stdout.strip() == "600"
+    assert stack.exec("cat", f"{GATEWAY_DIR}/canvas/index.html").stdout == "<html></html>\n"
+    assert stack.exec("cat", f"{GATEWAY_DIR}/logs/gateway.log").stdout == "old log\n"
+    assert stack.exec("stat", "-c", "%a", f"{GATEWAY_DIR}/openclaw.json").stdout.strip() == "600"
     # The gateway runs on that config (it prints the configured model when it listens).
-    assert any(f"agent model: {MARKER_MODEL}" in line for line in gateway_output(stack))
-    assert not any("EACCES" in line for line in gateway_output(stack))
+    assert any(f"agent model: {MARKER_MODEL}" in line for line in stack.gateway_output())
+    assert not any("EACCES" in line for line in stack.gateway_output())
 
 
 # -- 4: the seed's EBUSY ----------------------------------------------------------------------------
@@ -219,20 +219,20 @@ def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stac
     assert figures["config_renamed"] == "clawdbot.json -> openclaw.json", figures
 
     # In the data volume, under the installed gateway's preferred name, byte for byte, owned by node.
-    assert stack.exec("cat", f"{STATE_DIR}/openclaw.json").stdout == MARKER_CONFIG
-    assert stack.exec("test", "-e", f"{STATE_DIR}/clawdbot.json").returncode == 1
+    assert stack.exec("cat", f"{GATEWAY_DIR}/openclaw.json").stdout == MARKER_CONFIG
+    assert stack.exec("test", "-e", f"{GATEWAY_DIR}/clawdbot.json").returncode == 1
     listing = stack.exec(
-        "stat", "-c", "%a %u %g %N", f"{STATE_DIR}/credentials/e2e.json", f"{STATE_DIR}/latest-photo"
+        "stat", "-c", "%a %u %g %N", f"{GATEWAY_DIR}/credentials/e2e.json", f"{GATEWAY_DIR}/latest-photo"
     ).stdout.splitlines()
-    assert listing[0] == f"600 {NODE_UID} {NODE_GID} '{STATE_DIR}/credentials/e2e.json'", listing
+    assert listing[0] == f"600 {NODE_UID} {NODE_GID} '{GATEWAY_DIR}/credentials/e2e.json'", listing
     assert listing[1].endswith("-> 'media/inbound/photo.bin'"), listing
     for name in ("media/inbound/photo.bin", "NOTES.md", "credentials/e2e.json"):
-        copied = stack.exec("sha256sum", f"{STATE_DIR}/{name}").stdout.split()[0]
+        copied = stack.exec("sha256sum", f"{GATEWAY_DIR}/{name}").stdout.split()[0]
         assert copied == before[name][6], name
     wrong = stack.exec("find", STATE_DIR, "-xdev", "(", "!", "-uid", "1000", "-o", "!", "-gid", "1000", ")")
     assert wrong.stdout == "", f"not owned by node after the migration:\n{wrong.stdout}"
     # The gateway runs on the migrated config.
-    assert any(f"agent model: {MARKER_MODEL}" in line for line in gateway_output(stack))
+    assert any(f"agent model: {MARKER_MODEL}" in line for line in stack.gateway_output())
 
     # The next start migrates nothing.
     restarted_at = time.time()
@@ -243,7 +243,7 @@ def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stac
     assert "config_renamed" not in again
     assert len(stack.events("migration_commit")) <= 1
     stack.wait_healthy(since=restarted_at)
-    assert stack.exec("cat", f"{STATE_DIR}/openclaw.json").stdout == MARKER_CONFIG
+    assert stack.exec("cat", f"{GATEWAY_DIR}/openclaw.json").stdout == MARKER_CONFIG
 
     # The host's dir is exactly as it was: same entries, modes, owners, contents, times, inodes.
     stack.compose("stop")
@@ -253,11 +253,11 @@ def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stac
 # -- 5 -----------------------------------------------------------------------------------------------
 
 
-def test_broken_config_is_refused_after_burst_and_start_recovers_after_fix(
+def test_an_unparsable_config_is_held_after_one_exit_and_start_recovers_after_the_fix(
     stack: Stack, engine: Engine
 ) -> None:
     throwaway(
-        engine,
+        engine.image,
         "printf '{ gateway: { mode: \"local\", ' > /v/openclaw.json && chown -R 1000:1000 /v && chmod 700 /v",
         f"{stack.data_volume}:/v",
     )
@@ -282,12 +282,12 @@ def test_broken_config_is_refused_after_burst_and_start_recovers_after_fix(
     )
     stack.up()
 
-    refused = stack.wait_event("crash_loop_refused", timeout=120)[0]
-    assert refused["level"] == "error"
-    assert refused["action"] == "hold"
-    assert refused["exit_codes"] == [78, 78, 78], refused  # EX_CONFIG, every time
-    assert any("openclaw.json" in line for line in refused["stderr_tail"]), refused["stderr_tail"]
-    assert len(stack.events("gateway_backoff")) == 2
+    # EX_CONFIG (78): held at once, with the gateway's own words, never retried (upstream's systemd
+    # unit has RestartPreventExitStatus=78).
+    held = stack.wait_event("gateway_held", timeout=120)[0]
+    assert held["level"] == "error" and held["exit_code"] == 78, held
+    assert any("openclaw.json" in line for line in held["stderr_tail"]), held
+    assert stack.events("gateway_backoff") == [] and stack.events("crash_loop_refused") == []
 
     stack.wait_for("the container to be unhealthy", lambda: stack.health().get("Status") == "unhealthy", 60)
     time.sleep(3)  # nothing restarts it behind our back
@@ -295,14 +295,14 @@ def test_broken_config_is_refused_after_burst_and_start_recovers_after_fix(
     state = container["State"]
     assert state["Running"] is True and state["Restarting"] is False, state
     assert container["RestartCount"] == 0, container["RestartCount"]
-    assert len(stack.events("gateway_starting")) == 3
+    assert len(stack.events("gateway_starting")) == 1
     held = stack.exec("moltbot-init", "health")
     assert held.returncode == 1 and "held" in held.stdout, held
     assert supervisorctl_pid(stack) is None
 
     # Fix the config (as node, as the gateway would write it), then leave hold.
     fix = stack.exec(
-        "sh", "-c", f"printf '%s' '{MARKER_CONFIG.strip()}' > {STATE_DIR}/openclaw.json", user="1000:1000"
+        "sh", "-c", f"printf '%s' '{MARKER_CONFIG.strip()}' > {GATEWAY_DIR}/openclaw.json", user="1000:1000"
     )
     assert fix.returncode == 0, fix
     fixed_at = time.time()
@@ -311,7 +311,7 @@ def test_broken_config_is_refused_after_burst_and_start_recovers_after_fix(
     assert "gateway: started" in start.stdout, start.stdout
     stack.wait_healthy(since=fixed_at)
     assert_healthz(stack)
-    assert any(f"agent model: {MARKER_MODEL}" in line for line in gateway_output(stack))
+    assert any(f"agent model: {MARKER_MODEL}" in line for line in stack.gateway_output())
 
 
 # -- 6 -----------------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_broken_config_is_refused_after_burst_and_start_recovers_after_fix(
 
 # What the running gateway creates and removes by itself: SQLite's WAL and lock files (gone after a
 # clean close), its locks and scratch dir (STATE/tmp), half-staged Control UI assets, temp files.
-VOLATILE = re.compile(rf"(-wal|-shm|-journal|\.lock|\.tmp)$|/\.staging-|^{STATE_DIR}/tmp/")
+VOLATILE = re.compile(rf"(-wal|-shm|-journal|\.lock|\.tmp)$|/\.staging-|^{GATEWAY_DIR}/tmp/")
 
 
 def _paths(stack: Stack) -> dict[str, str]:
@@ -342,9 +342,9 @@ def test_stop_is_clean_and_quick_and_start_keeps_every_file_and_the_token(stack:
     stack.wait_healthy()
     # Healthy comes with "listening"; "ready" (channels, sidecars, the Control UI's assets) follows.
     stack.wait_for(
-        "the gateway to be ready", lambda: "[gateway] ready" in "\n".join(gateway_output(stack)), 60
+        "the gateway to be ready", lambda: "[gateway] ready" in "\n".join(stack.gateway_output()), 60
     )
-    sentinels = (f"{STATE_DIR}/e2e-sentinel", f"{WORKSPACE_DIR}/notes/e2e-sentinel.md", TOKEN_FILE)
+    sentinels = (f"{GATEWAY_DIR}/e2e-sentinel", f"{WORKSPACE_DIR}/notes/e2e-sentinel.md", TOKEN_FILE)
     plant = stack.exec(
         "sh",
         "-c",
@@ -363,11 +363,11 @@ def test_stop_is_clean_and_quick_and_start_keeps_every_file_and_the_token(stack:
     # (~40 MB in /tmp) at its first exit.
     gateway_pid = supervisorctl_pid(stack)
     assert gateway_pid is not None
-    on_host = host_pid(gateway_pid)
+    on_host = stack.host_pid(gateway_pid)
     watch = ExitWatch(on_host) if on_host else None
 
     started, started_at = time.monotonic(), time.time()
-    stopped = docker("stop", "moltbot", timeout=60)
+    stopped = docker("stop", stack.container, timeout=60)
     took = time.monotonic() - started
     assert stopped.returncode == 0, stopped
     state = stack.state()
@@ -384,7 +384,11 @@ def test_stop_is_clean_and_quick_and_start_keeps_every_file_and_the_token(stack:
         gateway_exit = watch.wait()
     else:
         gateway_exit = next(
-            (at for at, text in supervisord_log() if "stopped: gateway" in text and at >= started_at - 1),
+            (
+                at
+                for at, text in stack.supervisord_log()
+                if "stopped: gateway" in text and at >= started_at - 1
+            ),
             None,
         )
     assert gateway_exit is not None, "when the gateway exited is unknown"
@@ -395,14 +399,13 @@ def test_stop_is_clean_and_quick_and_start_keeps_every_file_and_the_token(stack:
     )
 
     started_at = time.time()
-    docker("start", "moltbot", check=True)
+    docker("start", stack.container, check=True)
     reports = stack.wait_event("startup_report", count=2)
     stack.wait_healthy(since=started_at)
     second = reports[1]
-    # Nothing to migrate at either boot (the first one linked the legacy paths to the state dir,
-    # which the second reads as "already-migrated"): no source, nothing copied, no commit.
+    # Nothing to migrate at either boot: no source, nothing copied, no commit.
     again = phase(second, "migration")["figures"]
-    assert again["outcome"] in ("nothing-to-migrate", "already-migrated"), again
+    assert again["outcome"] == "nothing-to-migrate", again
     assert again["source"] is None and again["entries"] == 0 and again["strategy"] is None, again
     assert stack.events("migration_commit") == []
     assert phase(second, "credentials")["figures"]["source"] == "file"
@@ -446,14 +449,16 @@ def test_one_off_commands_pass_the_exit_code_through(engine: Engine) -> None:
 def test_user_1000_skips_root_steps_and_warns_about_unwritable_volume(stack: Stack, engine: Engine) -> None:
     # A fresh state volume (node's, copied from the image) and a workspace volume owned by root
     # (not empty: Docker would give an empty volume the image dir's owner when it mounts it).
-    throwaway(engine, "touch /v/README && chown -R 0:0 /v && chmod 755 /v", f"{stack.workspace_volume}:/v")
+    throwaway(
+        engine.image, "touch /v/README && chown -R 0:0 /v && chmod 755 /v", f"{stack.workspace_volume}:/v"
+    )
     stack.override({"user": "1000:1000"})
     stack.up()
 
     report = stack.wait_event("startup_report")[0]
     names = [item["name"] for item in report["phases"]]
-    assert names == ["config", "privileges", "credentials"], names
-    assert not ROOT_PHASES & set(names)
+    assert names == ["config", "prepare", "migration", "privileges", "credentials"], names
+    assert not ROOT_ONLY_PHASES & set(names)
     privileges = phase(report, "privileges")
     assert privileges["figures"]["started_as_root"] is False
     assert privileges["figures"]["dropped"] is False

@@ -8,7 +8,6 @@ issue names: health answers in under 200 ms.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import pwd
@@ -18,23 +17,16 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from entrypoint.common import ledger, rundir
-from entrypoint.crashguard import guard as crashguard
 from entrypoint.tools import health
-from tests.supervised import STANDINS, Supervised, free_port, read_json
+from tests.supervised import Supervised, epoch, free_port, policy_env, standin
 
 pytestmark = pytest.mark.pid1
 
 HEALTH_BOUND_S = 0.2
-PY = "python3"  # the stand-ins need nothing but the standard library
-
-
-def epoch(line: dict[str, Any]) -> float:
-    return dt.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 def timed_health(run: Supervised | Path, port: int) -> tuple[bool, str]:
@@ -46,6 +38,15 @@ def timed_health(run: Supervised | Path, port: int) -> tuple[bool, str]:
     return result
 
 
+def accepts(port: int) -> bool:
+    """Whether the port accepts a TCP connection now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def wait_health(run: Supervised, port: int, want: bool, timeout: float = 60, contains: str = "") -> str:
     deadline = time.monotonic() + timeout
     seen = ""
@@ -55,23 +56,6 @@ def wait_health(run: Supervised, port: int, want: bool, timeout: float = 60, con
             return seen
         time.sleep(0.1)
     raise AssertionError(f"health never became {want} ({contains!r}); last: {seen}; events {run.names()}")
-
-
-def standin(name: str, *args: object) -> str:
-    return " ".join([PY, f"{STANDINS}/{name}.py", *map(str, args)])
-
-
-def policy_env(**values: object) -> dict[str, str]:
-    names = {
-        "initial": "MOLTBOT_BACKOFF_INITIAL",
-        "maximum": "MOLTBOT_BACKOFF_MAX",
-        "reset": "MOLTBOT_BACKOFF_RESET",
-        "burst": "MOLTBOT_CRASHLOOP_BURST",
-        "window": "MOLTBOT_CRASHLOOP_WINDOW",
-        "action": "MOLTBOT_CRASHLOOP_ACTION",
-        "stop": "MOLTBOT_STOP_TIMEOUT",
-    }
-    return {names[key]: str(value) for key, value in values.items()}
 
 
 Start = Callable[..., Supervised]
@@ -108,8 +92,8 @@ def test_instant_exit_is_refused_after_exactly_the_burst_with_doubling_delays(su
     assert refused["action"] == "hold"
     # Nothing more is started; the state says held and health says why, fast.
     run.wait_for("gateway_held")
-    state = read_json(run.run_dir / rundir.GUARD_STATE)
-    assert state is not None and state["state"] == "held" and state["restarts"] == 4
+    state = run.guard_state("held")
+    assert state["state"] == "held" and state["restarts"] == 4
     reason = wait_health(run, port, False, contains="held")
     assert "supervisorctl start gateway" in reason
     cli = run.init_command("health")
@@ -170,8 +154,8 @@ def test_operator_restart_and_stop_never_count(supervised: Start) -> None:
     wait_health(run, port, True)
     assert run.events("crash_loop_refused") == [] and run.events("gateway_backoff") == []
     assert {line["requested_by"] for line in run.events("gateway_stopped")} == {"operator"}
-    state = read_json(run.run_dir / rundir.GUARD_STATE)
-    assert state is not None and state["exits"] == [] and state["state"] == "running"
+    state = run.guard_state("running")
+    assert state["exits"] == [] and state["state"] == "running"
     # status, as an operator would run it with docker exec
     status = run.init_command("status", "--json")
     assert status.returncode == 0, status.stderr
@@ -204,10 +188,12 @@ def test_hold_then_operator_start_after_the_fault_is_removed(
     assert "started" in result.stdout, result.stdout + result.stderr
     rearmed = run.wait_for("crash_guard_rearmed")[0]
     assert rearmed["previous_state"] == "held"
+    # Logged just after the re-arm, from the same decision: its line may still be on its way.
+    run.wait_for("gateway_starting", where=lambda line: line["requested_by"] == "operator")
     assert run.events("gateway_starting")[-1]["requested_by"] == "operator"
     wait_health(run, port, True)
-    state = read_json(run.run_dir / rundir.GUARD_STATE)
-    assert state is not None and state["state"] == "running" and state["exits"] == []
+    state = run.guard_state("running")
+    assert state["state"] == "running" and state["exits"] == []
     boots = ledger.boots(str(run.state_dir / ".moltbot-init" / "boot-ledger.json"))
     assert boots[-1]["outcome"] == "ready"  # written by the crash guard, as the test user
     assert run.terminate() == 0
@@ -216,7 +202,7 @@ def test_hold_then_operator_start_after_the_fault_is_removed(
 def test_exit_action_ends_the_init_with_the_documented_code(supervised: Start) -> None:
     run = supervised(standin("instant_exit"), **policy_env(initial=0.2, burst=2, window=300, action="exit"))
     code = run.wait(timeout=120)
-    assert code == crashguard.EXIT_CRASH_LOOP == 75
+    assert code == rundir.CRASH_LOOP_EXIT_CODE == 75
     refused = run.events("crash_loop_refused")
     assert len(refused) == 1 and refused[0]["action"] == "exit"
     assert run.events("crash_guard_shutdown")[0]["exit_code"] == 75
@@ -240,6 +226,9 @@ def test_gateway_ignoring_sigterm_is_killed_after_stop_timeout_and_init_exits_0(
     elapsed = time.monotonic() - started
     assert elapsed >= 2.0  # the gateway got its stop timeout before the SIGKILL
     assert run.events("gateway_backoff") == [] and run.events("crash_loop_refused") == []
+    # The kill is said, before it happens: supervisord stops the guard right after the gateway.
+    killed = run.events("gateway_stop_timeout")
+    assert len(killed) == 1 and killed[0]["stop_timeout_s"] == 2 and killed[0]["level"] == "error"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
 
@@ -273,7 +262,7 @@ def test_repeated_failed_boots_start_the_next_boot_in_hold(
     }
     for _ in range(2):
         failed = supervised(standin("instant_exit"), **env)
-        assert failed.wait(timeout=120) == crashguard.EXIT_CRASH_LOOP
+        assert failed.wait(timeout=120) == rundir.CRASH_LOOP_EXIT_CODE
     counter = failed.runner.box / "starts"
     counter.touch(mode=0o666)
     counter.chmod(0o666)
@@ -315,8 +304,7 @@ def test_sd_notify_order_and_ready_only_once_the_port_is_open(supervised: Start,
                 message = receiver.recv(4096).decode()
             except TimeoutError:
                 continue
-            port_open, _ = health.port_open(port, 0.5)
-            received.append((message, port_open))
+            received.append((message, accepts(port)))
 
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
@@ -366,7 +354,8 @@ def test_health_answers_fast_in_every_state(supervised: Start, box: Path) -> Non
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not until():
             healthy, reason = timed_health(run, port)
-            key = "ok" if healthy else reason.split(" ")[1] if reason.startswith("gateway") else reason
+            words = ("held", "backoff", "closed", "not running")
+            key = "ok" if healthy else next((word for word in words if word in reason), reason)
             seen.setdefault(key, reason)
             time.sleep(0.02)
 
@@ -386,8 +375,7 @@ def test_health_answers_fast_in_every_state(supervised: Start, box: Path) -> Non
     assert run.terminate() == 0
     healthy, reason = timed_health(run, port)
     assert not healthy
-    assert "ok" in seen and "held" in seen and "in" in seen, seen  # ok, held, in backoff
-    assert any("closed" in reason for reason in seen.values()), seen
+    assert {"ok", "held", "backoff", "closed"} <= set(seen), seen
 
 
 def test_health_cli_exit_codes(supervised: Start) -> None:

@@ -1,4 +1,5 @@
-"""sd_notify against a real unix datagram socket bound by the test."""
+"""sd_notify against a real unix datagram socket bound by the test: with scripted checks, and with
+the real ones against a stand-in gateway."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from entrypoint.pid1 import notify
+from entrypoint.tools import health
+from tests.tools.fakes import black_hole, gateway
 
 
 class Receiver:
@@ -45,13 +49,23 @@ def receiver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Receive
 
 
 class Check:
-    def __init__(self) -> None:
-        self.healthy = False
-        self.calls = 0
+    """What the program says, per probe; the probes asked, in order."""
 
-    def __call__(self) -> tuple[bool, str]:
-        self.calls += 1
-        return self.healthy, "ok" if self.healthy else "port closed"
+    def __init__(self) -> None:
+        self.started = False
+        self.live = False
+        self.starting_reason = "gateway starting: startup-sidecars"
+        self.asked: list[str] = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.asked)
+
+    def __call__(self, probe: str) -> tuple[bool, str]:
+        self.asked.append(probe)
+        if probe == notify.STARTUP:
+            return self.started, "gateway started" if self.started else self.starting_reason
+        return self.live, "gateway live" if self.live else "port 1 closed"
 
 
 def test_from_environ_takes_the_variables_out(receiver: Receiver, tmp_path: Path) -> None:
@@ -82,7 +96,9 @@ def test_watchdog_for_another_pid_is_ignored(receiver: Receiver, tmp_path: Path)
     assert readiness is not None and readiness.watchdog_interval_s is None
 
 
-def test_order_status_ready_only_when_healthy_watchdog_stopping(receiver: Receiver, tmp_path: Path) -> None:
+def test_order_status_while_starting_ready_once_started_watchdog_while_live_stopping(
+    receiver: Receiver, tmp_path: Path
+) -> None:
     check = Check()
     environ = {"NOTIFY_SOCKET": receiver.address, "WATCHDOG_USEC": "10000000"}  # 10 s: ping every 5 s
     readiness = notify.Readiness.from_environ(environ, check, str(tmp_path))
@@ -92,19 +108,37 @@ def test_order_status_ready_only_when_healthy_watchdog_stopping(receiver: Receiv
     readiness.status("boot: credentials")
     readiness.tick(100.0)
     readiness.tick(100.1)  # too soon for another check
-    assert check.calls == 1
-    readiness.tick(100.3)
-    assert receiver.messages() == ["STATUS=boot: prepare", "STATUS=boot: credentials"]
-    check.healthy = True
+    assert check.asked == ["startup"]
+    readiness.tick(100.3)  # it still says the same: no new line
+    check.starting_reason = "gateway starting: channels"
     readiness.tick(100.6)
-    assert receiver.messages() == ["READY=1", "WATCHDOG=1"]
-    readiness.tick(103.0)
-    assert receiver.messages() == []
-    readiness.tick(105.7)
+    assert receiver.messages() == [
+        "STATUS=boot: prepare",
+        "STATUS=boot: credentials",
+        "STATUS=gateway starting: startup-sidecars",
+        "STATUS=gateway starting: channels",
+    ]
+    check.live = True  # live is not started: no READY yet
+    readiness.tick(100.9)
+    assert receiver.messages() == [] and not readiness.ready
+    check.started = True
+    readiness.tick(101.2)
+    assert receiver.messages() == ["STATUS=gateway started", "READY=1"]
+    assert check.asked == ["startup"] * 5
+    readiness.tick(101.5)  # the first liveness check comes with the next tick
     assert receiver.messages() == ["WATCHDOG=1"]
-    check.healthy = False
-    readiness.tick(111.0)  # unhealthy: no ping
+    readiness.tick(104.0)
     assert receiver.messages() == []
+    readiness.tick(106.6)
+    assert receiver.messages() == ["WATCHDOG=1"]
+    check.live = False
+    readiness.tick(112.0)  # not live: no ping, asked again a second later
+    readiness.tick(112.5)
+    assert receiver.messages() == []
+    check.live = True
+    readiness.tick(113.0)
+    assert receiver.messages() == ["WATCHDOG=1"]
+    assert check.asked[5:] == ["live"] * 4  # after READY, only liveness
     readiness.stopping()
     readiness.stopping()
     readiness.tick(200.0)
@@ -113,12 +147,13 @@ def test_order_status_ready_only_when_healthy_watchdog_stopping(receiver: Receiv
 
 def test_ready_is_sent_once(receiver: Receiver, tmp_path: Path) -> None:
     check = Check()
-    check.healthy = True
+    check.started = check.live = True
     readiness = notify.Readiness.from_environ({"NOTIFY_SOCKET": receiver.address}, check, str(tmp_path))
     assert readiness is not None
     for step in range(20):
         readiness.tick(float(step))
-    assert receiver.messages() == ["READY=1"]
+    assert receiver.messages() == ["STATUS=gateway started", "READY=1"]
+    assert check.asked == ["startup"]  # no watchdog asked for: no liveness checks either
 
 
 def test_crash_guard_state_changes_become_status_lines(receiver: Receiver, tmp_path: Path) -> None:
@@ -140,6 +175,7 @@ def test_crash_guard_state_changes_become_status_lines(receiver: Receiver, tmp_p
     readiness.tick(4.0)
     assert receiver.messages() == [
         "STATUS=gateway running (pid 12, 0 restarts)",
+        "STATUS=gateway starting: startup-sidecars",  # running, so asked whether it has started
         "STATUS=gateway in backoff 2s after 2 recent exits",
         "STATUS=gateway held: crash loop: 5 exits within 300s",
     ]
@@ -149,7 +185,7 @@ def test_an_unreachable_socket_warns_once_and_never_raises(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     check = Check()
-    check.healthy = True
+    check.started = True
     with caplog.at_level(logging.WARNING):
         readiness = notify.Readiness.from_environ(
             {"NOTIFY_SOCKET": str(tmp_path / "missing.sock")}, check, str(tmp_path)
@@ -187,6 +223,42 @@ def test_no_health_checks_while_the_guard_holds_the_program(receiver: Receiver, 
     (tmp_path / "crashguard.json").write_text(
         json.dumps({"program": "gateway", "state": "running", "pid": 3})
     )
-    check.healthy = True
+    check.started = True
     readiness.tick(20.0)
-    assert check.calls == 1 and readiness.ready
+    assert check.asked == ["startup"] and readiness.ready
+
+
+def test_the_order_against_a_gateway_that_starts_then_stops_answering(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The real checks (`tools/health`) against a stand-in with openclaw's probes, over a real
+    datagram socket: STATUS while /startupz says starting, READY once it says started, WATCHDOG
+    while /healthz answers, none while the gateway is stopped (SIGSTOP), again once continued."""
+    with black_hole(str(tmp_path / "supervisor.sock")), gateway("probes", "--starting", "2") as running:
+
+        def check(probe: str) -> tuple[bool, str]:
+            return health.check(str(tmp_path), "gateway", running.port, probe, 0.3)
+
+        environ = {"NOTIFY_SOCKET": receiver.address, "WATCHDOG_USEC": "200000"}  # ping every 0.1 s
+        readiness = notify.Readiness.from_environ(environ, check, str(tmp_path))
+        assert readiness is not None
+
+        def run_for(seconds: float) -> list[str]:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                readiness.tick(time.monotonic())
+                time.sleep(0.05)
+            return receiver.messages()
+
+        starting = run_for(0.5)
+        assert starting == [f"STATUS=gateway starting: startup-sidecars (/startupz on port {running.port})"]
+        started = run_for(2.0)
+        assert started[:2] == [f"STATUS=gateway started (/startupz on port {running.port})", "READY=1"]
+        assert check("startup")[0]
+        assert set(started[2:]) == {"WATCHDOG=1"} and len(started) >= 4
+        running.pause()
+        assert run_for(1.5) == []
+        running.resume()
+        assert "WATCHDOG=1" in run_for(1.0)
+        readiness.stopping()
+    assert receiver.messages() == ["STOPPING=1"]

@@ -149,6 +149,22 @@ def test_child_starts_with_no_blocked_and_no_ignored_signal(init: InitRunner) ->
     assert sorted(result.stdout.split()) == sorted(["SigBlk:", "0" * 16, "SigIgn:", "0" * 16])
 
 
+def test_signals_ignored_by_whoever_started_the_init_stay_ignored_in_the_child(init: InitRunner) -> None:
+    """As tini and gosu do: a `nohup` (SIGHUP ignored) in front of the init reaches the child."""
+    ignoring = ["sh", "-c", 'trap "" HUP TERM; exec "$@"', "sh"]
+    completed = subprocess.run(
+        [*ignoring, *init.command("grep", "^SigIgn", "/proc/self/status")],
+        env=init.env(),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    ignored = int(completed.stdout.split()[1], 16)
+    assert ignored == (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGTERM - 1)), hex(ignored)
+
+
 def test_sigterm_to_the_init_reaches_the_child_and_its_code_comes_back(init: InitRunner, box: Path) -> None:
     ready = box / "ready"
     script = f"trap 'exit 42' TERM; echo ok > {ready}; while :; do sleep 0.05; done"

@@ -9,8 +9,10 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from entrypoint.tools import health as tools_health
 from tests.conftest import ROOT_BOOT_PHASES, InitRunner, kill_namespace, namespace_init_pid, parse_lines
 from tests.pid1.test_run_mode import wait_for_file
 
@@ -56,14 +59,21 @@ class Supervised:
 
 
 @contextmanager
-def supervised(init: InitRunner, *args: str, gateway_options: str = "", **env: str) -> Iterator[Supervised]:
-    port = free_port()
+def supervised(
+    init: InitRunner,
+    *args: str,
+    standin: str = "healthy",
+    gateway_options: str = "",
+    port: int | None = None,
+    **env: str,
+) -> Iterator[Supervised]:
+    port = port or free_port()
     out = init.box / "out"  # where the stand-in, running as the target user, may write
     out.mkdir()
     out.chmod(0o777)
     pidfile, envfile = out / "gateway.pid", out / "gateway-env.json"
     gateway = (
-        f"python3 {init.sources}/tests/standins/healthy.py --port {port} "
+        f"python3 {init.sources}/tests/standins/{standin}.py --port {port} "
         f"--pidfile {pidfile} --env-file {envfile} {gateway_options}"
     )
     settings = {"MOLTBOT_GATEWAY_COMMAND": gateway, "MOLTBOT_GATEWAY_PORT": str(port), **env}
@@ -114,17 +124,20 @@ def test_startup_report_is_written_to_the_run_dir(init: InitRunner) -> None:
     assert {phase["status"] for phase in saved["phases"]} <= {"ok", "skipped", "warned", "failed"}
 
 
-def test_gateway_environment_pins_every_state_dir_name_and_hides_the_init_s_own(init: InitRunner) -> None:
+def test_gateway_environment_is_its_generation_s_and_hides_the_init_s_own(init: InitRunner) -> None:
+    """Without a manifest in /app the init assumes the oldest openclaw: its names, one of each."""
     with supervised(init, NOTIFY_SOCKET="/nonexistent/notify.sock", WATCHDOG_USEC="1000000") as running:
         env = json.loads(running.envfile.read_text())
         running.stop()
-    state = str(init.box / "state")
-    assert env["CLAWDBOT_NO_RESPAWN"] == "1"
-    assert (env["MOLTBOT_STATE_DIR"], env["CLAWDBOT_STATE_DIR"], env["OPENCLAW_STATE_DIR"]) == (state,) * 3
-    token = (init.box / "state" / ".moltbot-init" / "gateway-token").read_text().strip()
+    state = init.box / "state"
+    assert env["OPENCLAW_NO_RESPAWN"] == "1"
+    assert env["OPENCLAW_STATE_DIR"] == str(state / "gateway")
+    assert env["HOME"] == str(state / "home")
+    token = (state / ".moltbot-init" / "gateway-token").read_text().strip()
     assert len(token) >= 32
-    for name in ("MOLTBOT_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "CLAWDBOT_GATEWAY_TOKEN"):
-        assert env[name] == token
+    assert env["OPENCLAW_GATEWAY_TOKEN"] == token
+    # The init's own settings (the test sets MOLTBOT_STATE_DIR, MOLTBOT_RUN_DIR...) stay the init's.
+    assert not [key for key in env if key.startswith(("MOLTBOT_", "CLAWDBOT_"))]
     assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & env.keys()
     assert not [key for key in env if key.startswith("_PYI_")]
 
@@ -185,7 +198,7 @@ def test_supervisorctl_works_for_root_and_the_target_user_and_nobody_else(
     assert stat.S_IMODE(socket_info.st_mode) == 0o700 and socket_info.st_uid == test_user.pw_uid
 
 
-def test_gateway_and_supervisord_run_as_the_target_user(
+def test_supervisord_is_forked_with_the_crash_guard_in_it_and_all_run_as_the_target_user(
     init: InitRunner, test_user: pwd.struct_passwd
 ) -> None:
     with supervised(init, MOLTBOT_USER=test_user.pw_name) as running:
@@ -195,6 +208,148 @@ def test_gateway_and_supervisord_run_as_the_target_user(
         # dumpable, and the kernel then shows its /proc directory as root's.
         uids = {process.pid: tuple(process.uids()) for process in tree}
         names = sorted(" ".join(process.cmdline()[-2:]) for process in tree)
-        running.stop()
-    assert len(tree) == 4, names  # init, supervisord, crash guard, gateway
+        state = init.box / "run" / "crashguard.json"
+        wait_until("the crash guard says running", lambda: '"running"' in _text(state))
+        guard = json.loads(state.read_text())
+        _, _, stderr = running.stop()
+    # The init, supervisord (forked from it: the program is not started again) and the gateway.
+    assert len(tree) == 3, names
     assert set(uids.values()) == {(test_user.pw_uid,) * 3}
+    started = next(line for line in parse_lines(stderr) if line["event"] == "supervisor_started")
+    assert started["how"] == "fork"
+    # The crash guard is alive, a thread of supervisord's process: it wrote the gateway's state.
+    assert guard["supervisord_pid"] == started["pid"] and guard["pid"] is not None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Health and sd_notify from the gateway's own probes, against a stand-in that has them
+
+
+def gateway_process(running: Supervised) -> psutil.Process:
+    """The stand-in gateway as seen from here (its pidfile holds its pid inside the namespace)."""
+    tree = psutil.Process(running.init_pid).children(recursive=True)
+    return next(process for process in tree if "--pidfile" in process.cmdline())
+
+
+def health(init: InitRunner, running: Supervised, *args: str) -> tuple[int, str, float]:
+    """`<init> health ARGS` as the HEALTHCHECK runs it: exit code, its one line, seconds taken."""
+    started = time.monotonic()
+    result = subprocess.run(
+        init.command("health", *args, pid1=False),
+        env=init.env(MOLTBOT_GATEWAY_PORT=str(running.port)),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.stderr == "" and result.stdout.count("\n") == 1, result
+    return result.returncode, result.stdout.strip(), time.monotonic() - started
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
+
+
+def test_health_follows_the_gateway_s_probes_and_fails_while_it_is_stuck(init: InitRunner) -> None:
+    with supervised(init, standin="probes", gateway_options="--starting 4") as running:
+        code, line, _ = health(init, running, "--startup")
+        assert code == 1 and line.startswith("failing: gateway starting: startup-sidecars (/startupz")
+        code, line, _ = health(init, running)
+        assert code == 0 and line.startswith("ok: gateway live, pid ") and "(/healthz" in line
+        wait_until("started", lambda: health(init, running, "--startup")[0] == 0)
+        code, line, _ = health(init, running, "--ready")
+        assert code == 0 and line.startswith("ok: gateway ready, pid ") and "(/readyz" in line
+        gateway = gateway_process(running)
+        gateway.suspend()  # SIGSTOP: its port still accepts connections
+        try:
+            code, line, took = health(init, running, "--timeout", "1")
+        finally:
+            gateway.resume()
+        assert code == 1 and took < 5, (line, took)
+        assert line.startswith(
+            f"failing: port {running.port} accepts connections but gave no answer to /healthz within 1s"
+        )
+        assert health(init, running)[0] == 0
+        status = subprocess.run(
+            init.command("status", "--json", pid1=False),
+            env=init.env(MOLTBOT_GATEWAY_PORT=str(running.port)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        probes = json.loads(status.stdout)["health"]
+        running.stop()
+    assert probes["ok"] and probes["startup"]["ok"] and probes["ready"]["ok"], probes
+
+
+def test_sd_notify_ready_once_started_status_before_watchdog_only_while_live(init: InitRunner) -> None:
+    name = f"init-notify-{uuid.uuid4().hex}"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind("\0" + name)
+    receiver.settimeout(0.2)
+    received: list[tuple[float, str, bool | None]] = []  # (when, message, started when READY came)
+    done = threading.Event()
+    port = free_port()
+
+    def receive() -> None:
+        while not done.is_set():
+            try:
+                message = receiver.recv(4096).decode()
+            except TimeoutError:
+                continue
+            started = None
+            if message == "READY=1":
+                started = tools_health.check(str(init.box / "run"), "gateway", port, "startup", 1.0)[0]
+            received.append((time.monotonic(), message, started))
+
+    def watchdogs() -> list[float]:
+        return [when for when, message, _ in received if message == "WATCHDOG=1"]
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    try:
+        with supervised(
+            init,
+            standin="probes",
+            gateway_options="--starting 3",
+            port=port,
+            NOTIFY_SOCKET="@" + name,
+            WATCHDOG_USEC="1000000",  # a ping every 0.5 s
+        ) as running:
+            wait_until("two pings", lambda: len(watchdogs()) >= 2)
+            gateway = gateway_process(running)
+            gateway.suspend()
+            stopped_at = time.monotonic()
+            time.sleep(3)
+            gateway.resume()
+            resumed_at = time.monotonic()
+            wait_until("a ping after SIGCONT", lambda: watchdogs()[-1] > resumed_at, timeout=10)
+            code, _, _ = running.stop()
+        time.sleep(0.3)
+    finally:
+        done.set()
+        thread.join(5)
+        receiver.close()
+    assert code == 0
+    messages = [message for _, message, _ in received]
+    assert messages.count("READY=1") == 1
+    ready = messages.index("READY=1")
+    assert received[ready][2] is True, "READY=1 came before /startupz said started"
+    before = messages[:ready]
+    assert all(message.startswith("STATUS=") for message in before)
+    assert any(message.startswith("STATUS=boot") for message in before)
+    assert f"STATUS=gateway starting: startup-sidecars (/startupz on port {port})" in before
+    assert "WATCHDOG=1" not in before
+    # A check under way when the gateway stopped may still have answered just then.
+    assert [when for when in watchdogs() if stopped_at + 0.3 < when < resumed_at] == []
+    assert messages[-1] == "STOPPING=1"

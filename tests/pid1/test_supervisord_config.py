@@ -9,16 +9,15 @@ import pytest
 from supervisor.options import ServerOptions
 
 from entrypoint.common.plans import Program, RestartPolicy
-from entrypoint.pid1 import supervisord
+from entrypoint.crashguard import plugin
+from entrypoint.pid1 import rpcinterface, supervisord
 
-POLICY = RestartPolicy(1, 60, 600, 5, 300, "hold", 8)
+POLICY = RestartPolicy(1, 60, 600, 5, 300, "hold", 330)
 
 
 def parse(tmp_path: Path, program: Program, autostart: bool = True) -> ServerOptions:
     layout = supervisord.Layout(str(tmp_path))
-    supervisord.write_config(
-        layout, supervisord.render(program, POLICY, layout, ("/opt/init",), autostart=autostart)
-    )
+    supervisord.write_config(layout, supervisord.render(program, POLICY, layout, autostart=autostart))
     options = ServerOptions()
     options.realize(["-c", layout.config])
     return options
@@ -43,16 +42,28 @@ def test_supervisord_parses_the_config_and_gets_the_program_back_unchanged(
         0,
         0,
     )
-    assert (gateway.stopasgroup, gateway.killasgroup, gateway.stopwaitsecs) == (True, True, 8)
+    assert (gateway.stopasgroup, gateway.killasgroup, gateway.stopwaitsecs) == (True, True, 330)
     assert gateway.stdout_logfile == "/dev/stdout" and gateway.stdout_logfile_maxbytes == 0
-    assert gateway.stderr_logfile == "/dev/stderr" and gateway.stderr_events_enabled
+    assert gateway.stderr_logfile == "/dev/stderr"
+    # The crash guard reads both streams: the last lines explain a hold and a stop timeout.
+    assert gateway.stdout_events_enabled and gateway.stderr_events_enabled
 
 
-def test_crash_guard_listener_runs_this_same_program(tmp_path: Path, program: Program) -> None:
+def test_supervisord_serves_our_interface_whose_stops_always_stop_and_loads_the_crash_guard(
+    tmp_path: Path, program: Program
+) -> None:
     options = parse(tmp_path, program)
-    listener = {group.name: group for group in options.process_group_configs}["crashguard"]
-    assert listener.process_configs[0].command == "/opt/init crashguard"
-    assert listener.buffer_size >= 1024
+    assert options.rpcinterface_factories == [
+        ("supervisor", rpcinterface.make_rpcinterface, {}),
+        # In supervisord's own process, with where the init left its orders.
+        ("crashguard", plugin.make_rpcinterface, {"run_dir": str(tmp_path)}),
+    ]
+
+
+def test_supervisord_runs_the_program_alone(tmp_path: Path, program: Program) -> None:
+    """The crash guard is no process of supervisord's: the program is all it starts."""
+    options = parse(tmp_path, program)
+    assert [group.name for group in options.process_group_configs] == ["gateway"]
 
 
 def test_control_socket_lives_in_the_run_dir_and_only_its_owner_may_use_it(

@@ -14,6 +14,10 @@ share this module. Options, all optional:
   --marker PATH     the fault marker (fails_while_marker)
   --counter PATH    append one line per start to this file (to count starts from a test)
   --env-file PATH   write the environment it was given there, as JSON
+  --say TEXT        write TEXT to stderr at start, `$NAME` replaced from the environment (repeatable)
+  --times N         requests_restart, lease_held: misbehave on the first N starts (with --counter)
+  --handoff PATH    requests_restart: where to write its restart handoff before exiting 0
+  --allocate MIB    allocates: allocate and touch this much memory once started
 
 Each prints one line to stdout when it starts (`standin <variant> pid=N ...`), so a test can see
 that the program's stdout reaches the container's stdout unchanged.
@@ -46,7 +50,18 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--marker")
     parser.add_argument("--counter")
     parser.add_argument("--env-file")
+    parser.add_argument("--say", action="append", default=[])
+    parser.add_argument("--times", type=int, default=1)
+    parser.add_argument("--handoff")
+    parser.add_argument("--allocate", type=int, default=0)
     return parser.parse_args(argv)
+
+
+# What the gateway says when another container's owner lease on its state dir is still active.
+LEASE_REFUSAL = (
+    "Gateway failed to start: Another Gateway owner lease is still active for this state directory. "
+    "Run openclaw gateway status --deep for diagnostics."
+)
 
 
 class _Terminated(Exception):
@@ -81,10 +96,41 @@ def _serve(server: socket.socket | None, until: float | None) -> None:
         connection.close()
 
 
+def _starts(options: argparse.Namespace) -> int:
+    """How many times this stand-in has started, this start included (by its --counter)."""
+    if not options.counter:
+        return 1
+    with open(options.counter, encoding="ascii") as handle:
+        return len(handle.read().splitlines())
+
+
+def _request_restart(path: str) -> None:
+    """Write a restart handoff as the gateway does before a clean exit (tests/standins/handoff_cli.py
+    answers from it)."""
+    now_ms = int(time.time() * 1000)
+    handoff = {
+        "pid": os.getpid(),
+        "reason": "gateway.restart",
+        "source": "operator-restart",
+        "restartKind": "full-process",
+        "createdAt": now_ms,
+        "expiresAt": now_ms + 60000,
+    }
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(handoff, handle)
+    os.replace(path + ".tmp", path)
+
+
+def _say(options: argparse.Namespace) -> None:
+    for text in options.say:
+        print(os.path.expandvars(text), file=sys.stderr, flush=True)
+
+
 def _start(variant: str, options: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     if options.counter:
         with open(options.counter, "a", encoding="ascii") as handle:
             handle.write(f"{time.time():.3f} {os.getpid()}\n")
+    _say(options)
     if options.env_file:
         with open(options.env_file, "w", encoding="utf-8") as handle:
             json.dump(dict(os.environ), handle)
@@ -116,7 +162,11 @@ def main(variant: str, argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term if variant != "ignores_sigterm" else signal.SIG_IGN)
     if variant == "fails_while_marker" and options.marker and os.path.exists(options.marker):
-        print(f"fails_while_marker: fault marker {options.marker} present, exiting 1", file=sys.stderr)
+        _say(options)
+        print(
+            f"fails_while_marker: fault marker {options.marker} present, exiting {options.exit_code}",
+            file=sys.stderr,
+        )
         sys.exit(options.exit_code)
     if variant == "instant_exit":
         _start(variant, options)
@@ -127,19 +177,31 @@ def main(variant: str, argv: list[str] | None = None) -> None:
         _start(variant, options)
         sys.exit(options.exit_code)
     children = _start(variant, options)
+    if variant == "lease_held" and _starts(options) <= options.times:
+        print(LEASE_REFUSAL, file=sys.stderr, flush=True)
+        sys.exit(1)
     server = None
     try:
         if options.ready_after:
             time.sleep(options.ready_after)
         if options.port:
             server = _listen(options.port, options.any)
+        if variant == "allocates":
+            memory = bytearray(options.allocate << 20)
+            memory[::4096] = b"x" * (len(memory) // 4096)  # touch every page: it is really used
         if variant == "flapping":
             _serve(server, time.monotonic() + options.run)
             print(f"flapping: ran {options.run}s, exiting {options.exit_code}", file=sys.stderr, flush=True)
             _finish(children, options.exit_code)
+        if variant == "requests_restart" and _starts(options) <= options.times:
+            _serve(server, time.monotonic() + options.run)
+            _request_restart(options.handoff)
+            print("restart mode: full process restart (supervisor restart)", flush=True)
+            _finish(children, 0)
         _serve(server, None)
     except _Terminated:
         if options.term_delay:
+            print(f"standin {variant}: draining active work for {options.term_delay:g}s", flush=True)
             time.sleep(options.term_delay)
         print(f"standin {variant}: SIGTERM, exiting 0", flush=True)
         _finish(children, 0)

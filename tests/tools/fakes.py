@@ -1,17 +1,26 @@
 """Test doubles: a supervisord that answers XML-RPC on a unix socket with whatever the test says,
-and a socket that accepts connections and never answers."""
+a socket that accepts connections and never answers, one that answers too slowly, a TCP port that
+listens and never accepts, one that answers every request with the bytes a test gives, and a
+stand-in gateway (tests/standins) run on a free port that a test can stop and continue."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
+
+from tests.conftest import REPO
+from tests.supervised import free_port
 
 
 class _Handler(SimpleXMLRPCRequestHandler):
@@ -98,6 +107,15 @@ def black_hole(path: str) -> Iterator[socket.socket]:
 
 
 @contextmanager
+def trickle(path: str, byte_every_s: float = 0.05) -> Iterator[None]:
+    """A unix socket that reads the request, then answers one byte every `byte_every_s`: every
+    single receive is quick, the whole answer never comes."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n" + b"X-Slow: " + b"." * 1000
+    with answering(path, answer, byte_every_s):
+        yield
+
+
+@contextmanager
 def listening(port: int) -> Iterator[socket.socket]:
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -107,3 +125,87 @@ def listening(port: int) -> Iterator[socket.socket]:
         yield server
     finally:
         server.close()
+
+
+@contextmanager
+def answering(address: int | str, answer: bytes, byte_every_s: float = 0.0) -> Iterator[None]:
+    """127.0.0.1:`address` (a port), or the unix socket at `address` (a path), reads each request,
+    writes `answer` (a byte at a time, `byte_every_s` apart, when given) and closes the connection."""
+    if isinstance(address, int):
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", address))
+    else:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(address)
+    server.listen(16)
+    server.settimeout(0.05)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with connection:
+                try:
+                    connection.recv(65536)
+                    pieces = [bytes([byte]) for byte in answer] if byte_every_s else [answer]
+                    for piece in pieces:
+                        if done.is_set():
+                            break
+                        connection.sendall(piece)
+                        time.sleep(byte_every_s)
+                except OSError:
+                    continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+        if isinstance(address, str):
+            os.unlink(address)
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+def listens(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def gateway(variant: str, *options: str) -> Iterator[Gateway]:
+    """tests/standins/`variant`.py on a free port, once it listens."""
+    port = free_port()
+    script = REPO / "tests" / "standins" / f"{variant}.py"
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port), *options], stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not listens(port):
+            assert time.monotonic() < deadline and process.poll() is None, f"{variant} never listened"
+            time.sleep(0.02)
+        yield Gateway(process, port)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+        process.wait()

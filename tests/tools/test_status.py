@@ -14,7 +14,7 @@ from entrypoint.common import report
 from entrypoint.tools import status
 from tests.supervised import free_port
 
-from .fakes import fake_supervisor
+from .fakes import fake_supervisor, gateway
 
 
 def write_report(run_dir: Path) -> None:
@@ -44,7 +44,7 @@ def test_status_reports_the_program_tree_and_the_guard(tmp_path: Path) -> None:
                 "state": "running",
                 "since_at": "2026-01-01T00:00:00.000Z",
                 "restarts": 2,
-                "exits": [{"time": "2026-01-01T00:00:00.000Z", "exit_code": 1}],
+                "exits": [{"time": "2026-01-01T00:00:00.000Z", "epoch": 1767225600.0, "exit_code": 1}],
                 "burst": 5,
                 "window_s": 300,
                 "action": "hold",
@@ -84,7 +84,7 @@ def test_status_reports_the_program_tree_and_the_guard(tmp_path: Path) -> None:
     text = text_out.getvalue()
     assert "init 9.9.9 (supervise mode), user node (1000:1000)" in text
     assert "gateway: RUNNING" in text and "up 1h02m03s" in text
-    assert "crash guard: running, 2 restarts, 1 of 5 exits within 300s" in text
+    assert "crash guard: running, 2 restarts" in text and "1 of 5 exits within 300s" in text
     assert "resources: 2 processes" in text
     assert "warning (ownership): chown failed" in text
 
@@ -108,3 +108,23 @@ def test_status_without_supervisord_exits_1(tmp_path: Path) -> None:
     assert status.main(settings(tmp_path, free_port()), "gateway", as_json=True, out=out) == 1
     data = json.loads(out.getvalue())
     assert data["supervisord"]["answering"] is False and data["program"] is None
+
+
+def test_status_shows_the_three_probes(tmp_path: Path) -> None:
+    with fake_supervisor(str(tmp_path)), gateway("probes", "--starting", "30") as running:
+        out = io.StringIO()
+        assert status.main(settings(tmp_path, running.port), "gateway", as_json=True, out=out) == 0
+        text_out = io.StringIO()
+        assert status.main(settings(tmp_path, running.port), "gateway", as_json=False, out=text_out) == 0
+    where = f"on port {running.port})"
+    assert json.loads(out.getvalue())["health"] == {
+        "ok": True,
+        "reason": f"gateway live (/healthz {where}",
+        "startup": {"ok": False, "reason": f"gateway starting: startup-sidecars (/startupz {where}"},
+        "ready": {"ok": False, "reason": f"gateway not ready: failing startup-sidecars (/readyz {where}"},
+    }
+    assert text_out.getvalue().endswith(
+        f"health: ok: gateway live (/healthz {where}\n"
+        f"  startup: failing: gateway starting: startup-sidecars (/startupz {where}\n"
+        f"  ready: failing: gateway not ready: failing startup-sidecars (/readyz {where}\n"
+    )

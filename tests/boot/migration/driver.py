@@ -12,13 +12,12 @@ import sys
 
 from entrypoint.boot import migration
 from entrypoint.common import log
-from entrypoint.common.plans import MigrationPlan, StopFlag
+from entrypoint.common.plans import StopFlag
+from tests.boot.migration.helpers import plan_from_json
 
 
 def main() -> int:
-    fields = json.loads(sys.argv[1])
-    fields.update(sources=tuple(fields["sources"]), config_names=tuple(fields["config_names"]))
-    plan = MigrationPlan(**fields)
+    plan = plan_from_json(sys.argv[1])
     log.configure("json", "info")
     print("ready", flush=True)
     result = migration.run(plan, StopFlag())

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import stat
 import subprocess
 import sys
@@ -20,11 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrypoint.common.plans import MigrationMode, MigrationPlan
+from entrypoint.common.plans import MigrationMode, MigrationPlan, StopFlag
 
 REPO = Path(__file__).resolve().parents[3]
 DRIVER = Path(__file__).with_name("driver.py")
 RECORD_DIR = ".moltbot-init"
+GATEWAY_DIR = "gateway"
+HOME_DIR = "home"
+KEPT_AT_ROOT = (GATEWAY_DIR, HOME_DIR, RECORD_DIR, "lost+found")
 SETTING = "MOLTBOT_MIGRATE"
 CONFIG_NAMES = ("moltbot.json", "openclaw.json", "clawdbot.json")
 UID, GID = 4321, 4322
@@ -45,24 +49,63 @@ def enter_private_mount_namespace() -> None:
 
 def plan_for(
     sources: list[Path] | tuple[Path, ...],
-    target: Path,
+    volume: Path,
     mode: MigrationMode = "auto",
     config_names: tuple[str, ...] = CONFIG_NAMES,
+    owner: tuple[int, int] | None = (UID, GID),
+    home_links: tuple[tuple[str, str | None], ...] = (),
 ) -> MigrationPlan:
+    """The image's layout of a state volume at `volume`: the target is its `gateway/`."""
     return MigrationPlan(
         mode,
         tuple(str(source) for source in sources),
-        str(target),
-        UID,
-        GID,
-        config_names,
-        RECORD_DIR,
-        SETTING,
+        target=str(volume / GATEWAY_DIR),
+        volume=str(volume),
+        record_dir=str(volume / RECORD_DIR),
+        kept_at_root=KEPT_AT_ROOT,
+        owner=owner,
+        config_names=config_names,
+        home_links=home_links,
+        mode_setting=SETTING,
     )
+
+
+def gateway_of(volume: Path) -> Path:
+    return volume / GATEWAY_DIR
 
 
 def plan_to_json(plan: MigrationPlan) -> str:
     return json.dumps(plan.__dict__)
+
+
+def plan_from_json(text: str) -> MigrationPlan:
+    fields = json.loads(text)
+    for name in ("sources", "kept_at_root", "config_names"):
+        fields[name] = tuple(fields[name])
+    fields["owner"] = tuple(fields["owner"]) if fields["owner"] is not None else None
+    fields["home_links"] = tuple((path, target) for path, target in fields["home_links"])
+    return MigrationPlan(**fields)
+
+
+class StopAt(StopFlag):
+    """Set from its n-th look on, as a SIGTERM handler would set it mid-copy (the phase looks once
+    before it starts, then the copier once before each entry)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.looks = 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        if self.looks == self.at:
+            self.set(signal.SIGTERM)
+        return super().is_set()
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, uid, gid, follow_symlinks=False)
 
 
 # -- mounts ---------------------------------------------------------------------------------------
@@ -80,6 +123,13 @@ class Mounts:
     def tmpfs(self, point: Path, size: str = "64m") -> Path:
         point.mkdir(parents=True, exist_ok=True)
         self._mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point))
+        self.points.append(point)
+        return point
+
+    def ramfs(self, point: Path) -> Path:
+        """A filesystem that takes no extended attribute at all (EOPNOTSUPP)."""
+        point.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "ramfs", "-o", "mode=0755", "ramfs", str(point))
         self.points.append(point)
         return point
 
@@ -181,7 +231,7 @@ def entry_of(path: Path) -> Entry:
     return (stat.filemode(kind)[0], stat.S_IMODE(seen.st_mode), None, seen.st_mtime_ns, None, None)
 
 
-def manifest(root: Path, exclude: tuple[str, ...] = (RECORD_DIR,)) -> dict[str, Entry]:
+def manifest(root: Path, exclude: tuple[str, ...] = ()) -> dict[str, Entry]:
     """Every entry under `root` (not `root` itself), by relative path; top-level `exclude` skipped."""
     result: dict[str, Entry] = {}
     for directory, dirnames, filenames in os.walk(root):
@@ -196,7 +246,7 @@ def manifest(root: Path, exclude: tuple[str, ...] = (RECORD_DIR,)) -> dict[str, 
     return result
 
 
-def owners(root: Path, exclude: tuple[str, ...] = (RECORD_DIR,)) -> set[tuple[int, int]]:
+def owners(root: Path, exclude: tuple[str, ...] = ()) -> set[tuple[int, int]]:
     found = set()
     for directory, dirnames, filenames in os.walk(root):
         if Path(directory) == root:
@@ -207,13 +257,35 @@ def owners(root: Path, exclude: tuple[str, ...] = (RECORD_DIR,)) -> set[tuple[in
     return found
 
 
-def record_of(target: Path) -> dict[str, Any] | None:
-    path = target / RECORD_DIR / "migration.json"
+def record_of(volume: Path) -> dict[str, Any] | None:
+    path = volume / RECORD_DIR / "migration.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def staging_of(target: Path) -> Path:
-    return target / RECORD_DIR / "migration-staging"
+def staging_of(volume: Path) -> Path:
+    return volume / RECORD_DIR / "migration-staging"
+
+
+def write_earlier_journal(source: Path, volume: Path, moves: list[str]) -> dict[str, Any]:
+    """A staging's journal as the previous version of the init wrote it (format 1, literal JSON,
+    not this version's writer): a copy of `source` killed while staging, its target the volume's
+    root. Written into the staging; returned."""
+    opened = os.stat(source)
+    journal = {
+        "version": 1,
+        "state": "staging",
+        "strategy": "copy",
+        "source": str(source),
+        "source_id": [opened.st_dev, opened.st_ino],
+        "source_mount": False,
+        "aside": f"{source}.migrated-20260101T000000Z",
+        "target": str(volume),
+        "started": "2026-01-01T00:00:00.000Z",
+        "moves": [[f"items/{index}", name] for index, name in enumerate(moves)],
+    }
+    staging_of(volume).mkdir(parents=True, exist_ok=True)
+    (staging_of(volume) / "journal.json").write_text(json.dumps(journal, indent=2) + "\n")
+    return journal
 
 
 def asides(source: Path) -> list[Path]:

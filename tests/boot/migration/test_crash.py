@@ -1,9 +1,11 @@
 """Crash safety: a migration killed (or stopped) at any point converges on the next boot.
 
-The SIGKILL test kills the driver at >= 100 moments drawn from a seeded generator over the length of
-an uninterrupted run (measured first), then reboots it to completion. After every kill the target
-may only show complete entries, each identical to the source's, and the source must be intact
-(in place, or renamed aside whole); after every reboot the state must equal an uninterrupted run's.
+This SIGKILL test kills the driver, a process of its own with its pool of copier threads, at >= 100
+moments drawn from a seeded generator over the length of an uninterrupted run (measured first),
+then reboots it to completion; a failure replays from SEED. After every kill the target may only
+show complete entries, each identical to the source's, and the source must be intact (in place,
+or renamed aside whole); after every reboot the state must equal an uninterrupted run's.
+test_kill_points.py kills before every single filesystem call instead, one thread, in order.
 """
 
 from __future__ import annotations
@@ -27,16 +29,19 @@ from tests.boot.migration.helpers import (
     UID,
     Entry,
     Mounts,
+    StopAt,
     asides,
     driver_command,
     driver_env,
     fill,
+    gateway_of,
     manifest,
     owners,
     plan_for,
     populate,
     record_of,
     staging_of,
+    write_earlier_journal,
 )
 
 SEED = 20261127
@@ -56,21 +61,6 @@ PHASES = {
 }
 
 
-class StopAt(StopFlag):
-    """Set from its n-th look on, as a SIGTERM handler would set it mid-copy."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at = at
-        self.looks = 0
-
-    def is_set(self) -> bool:
-        self.looks += 1
-        if self.looks == self.at:
-            self.set(signal.SIGTERM)
-        return super().is_set()
-
-
 def expected_target(source_manifest: dict[str, Entry]) -> dict[str, Entry]:
     expected = dict(source_manifest)
     expected["moltbot.json"] = expected.pop("clawdbot.json")
@@ -80,25 +70,64 @@ def expected_target(source_manifest: dict[str, Entry]) -> dict[str, Entry]:
 def test_stop_flag_mid_copy_returns_interrupted_keeps_the_staging_and_the_next_boot_resumes(
     scratch: Path, mounts: Mounts
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
     populate(source, scale=3)
     before = manifest(source)
 
-    stopped = migration.run(plan_for([source], target), StopAt(40))
+    stopped = migration.run(plan_for([source], volume), StopAt(40))
 
     assert stopped.figures["interrupted"] is True
     assert stopped.figures["outcome"] == "interrupted"
     assert stopped.warnings == []
-    assert staging_of(target).is_dir()
-    assert manifest(target) == {}  # nothing of the copy is visible yet
+    assert staging_of(volume).is_dir()
+    assert manifest(gateway_of(volume)) == {}  # nothing of the copy is visible yet
     assert manifest(source) == before and not source.is_symlink()
 
-    resumed = migration.run(plan_for([source], target), StopFlag())
+    resumed = migration.run(plan_for([source], volume), StopFlag())
 
     assert resumed.figures["resumed"] is True
     assert resumed.figures["outcome"] == "migrated"
-    assert manifest(target) == expected_target(before)
-    assert not staging_of(target).exists()
+    assert manifest(gateway_of(volume)) == expected_target(before)
+    assert not staging_of(volume).exists()
+
+
+def test_a_staging_left_by_an_earlier_version_in_journal_format_1_is_finished_then_relocated(
+    scratch: Path, mounts: Mounts
+) -> None:
+    """The journal is a contract between versions of the init: a staging as format 1 writes it
+    (literal JSON here, not this version's writer), cut short by a kill mid-copy, resumes. That
+    version's target was the volume's root: the copy is finished there, then moved into the
+    application's own directory with the rest of the root."""
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    populate(source)
+    before = manifest(source)
+    items = staging_of(volume) / "items"
+    items.mkdir(parents=True)
+    (items / "0.part").write_bytes(b"half a copy")
+    journal = write_earlier_journal(source, volume, sorted(os.listdir(source)))
+
+    resumed = migration.run(plan_for([source], volume), StopFlag())
+
+    assert resumed.warnings == []
+    assert resumed.figures["resumed"] is True
+    assert resumed.figures["outcome"] == "migrated"
+    assert resumed.figures["relocated"] == len(os.listdir(source.parent / Path(journal["aside"]).name))
+    assert sorted(os.listdir(volume)) == [RECORD_DIR, "gateway"]
+    assert manifest(gateway_of(volume)) == expected_target(before)
+    assert owners(gateway_of(volume)) == {(UID, GID)}
+    assert sorted(os.listdir(volume / RECORD_DIR)) == ["migration.json"]
+    assert record_of(volume) == {
+        "version": 1,
+        "source": str(source),
+        "strategy": "copy",
+        "entries": len(before),
+        "bytes": sum(entry[2] for entry in before.values() if entry[0] == "file"),
+        "time": "2026-01-01T00:00:00.000Z",
+        "result": "migrated",
+        "source_after": f"renamed to {source}.migrated-20260101T000000Z",
+    }
+    assert asides(source) == [Path(journal["aside"])]
+    assert not os.path.lexists(source)
 
 
 @dataclass
@@ -160,54 +189,50 @@ def drive(plan: MigrationPlan, kill_after: float | None, after_event: str = "rea
     return Run(process.returncode, events, arrivals, result, kill_after)
 
 
-def check_after_kill(source: Path, target: Path, original: dict[str, Entry]) -> None:
+def check_after_kill(source: Path, volume: Path, original: dict[str, Entry]) -> None:
     """Only complete entries in the target, each the source's; the source intact somewhere."""
     expected = expected_target(original)
-    visible = manifest(target)
-    for name in os.listdir(target):
-        if name == RECORD_DIR:
-            assert set(os.listdir(target / RECORD_DIR)) <= RECORD_ENTRIES
-            continue
+    target = gateway_of(volume)
+    assert set(os.listdir(volume)) <= {RECORD_DIR, "gateway"}
+    assert set(os.listdir(volume / RECORD_DIR)) <= RECORD_ENTRIES
+    visible = manifest(target) if target.exists() else {}
+    for name in os.listdir(target) if target.exists() else ():
         subtree = {rel: entry for rel, entry in visible.items() if rel == name or rel.startswith(name + "/")}
         wanted = {rel: entry for rel, entry in expected.items() if rel == name or rel.startswith(name + "/")}
         if name == "clawdbot.json":  # committed, not yet renamed to the preferred name
             wanted = {name: original[name]}
         assert subtree == wanted, f"partial or altered entry visible in the target: {name}"
     found = asides(source)
-    if source.is_symlink():
-        assert os.readlink(source) == str(target)
-    if source.is_dir() and not source.is_symlink():
+    if source.is_dir():
         assert found == []
         assert manifest(source) == original
     else:
-        [aside] = found  # renamed aside whole (and maybe not yet linked)
+        [aside] = found  # renamed aside whole
         assert manifest(aside) == original
 
 
 def check_converged(
-    run: Run, source: Path, target: Path, original: dict[str, Entry], reference: dict
+    run: Run, source: Path, volume: Path, original: dict[str, Entry], reference: dict
 ) -> None:
     assert run.returncode == 0
     assert run.result is not None
     assert run.result["warnings"] == []
     assert run.result["figures"]["outcome"] in ("migrated", "already-migrated")
-    assert manifest(target) == expected_target(original)
-    assert owners(target) == {(UID, GID)}
-    assert sorted(os.listdir(target / RECORD_DIR)) == ["migration.json"]
-    record = record_of(target)
+    assert manifest(gateway_of(volume)) == expected_target(original)
+    assert owners(gateway_of(volume)) == {(UID, GID)}
+    assert sorted(os.listdir(volume / RECORD_DIR)) == ["migration.json"]
+    record = record_of(volume)
     assert record is not None
     assert {key: record[key] for key in ("source", "strategy", "entries", "bytes", "result")} == reference
-    assert os.readlink(source) == str(target)
+    assert not os.path.lexists(source)
     [aside] = asides(source)
     assert manifest(aside) == original
 
 
-def reset(source: Path, target: Path) -> None:
-    for name in os.listdir(target):
-        path = target / name
+def reset(source: Path, volume: Path) -> None:
+    for name in os.listdir(volume):
+        path = volume / name
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    if source.is_symlink():
-        source.unlink()
     for aside in asides(source):
         aside.rename(source)
 
@@ -216,8 +241,8 @@ def test_sigkill_at_over_100_random_points_then_reboot_converges_and_never_shows
     scratch: Path, mounts: Mounts
 ) -> None:
     # The source on the disk, a plain directory; the target a tmpfs mount point, as a volume: EXDEV,
-    # so the whole path runs: staged copy, commit, record, set aside, link.
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "vol", size="256m")
+    # so the whole path runs: staged copy, commit, record, set aside, with the pool of copier threads.
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "vol", size="256m")
     populate(source, scale=2)
     fill(source, 12_000_000)
     # Many small files in many top-level entries: a copy long enough to aim at, a commit of ~40 moves.
@@ -226,16 +251,16 @@ def test_sigkill_at_over_100_random_points_then_reboot_converges_and_never_shows
         sessions.mkdir(exist_ok=True)
         (sessions / f"{number:05d}.jsonl").write_bytes(random.Random(number).randbytes(number % 700))
     original = manifest(source)
-    plan = plan_for([source], target)
+    plan = plan_for([source], volume)
 
     calibration = drive(plan, None)
     assert calibration.result is not None and calibration.result["warnings"] == []
-    record = record_of(target)
+    record = record_of(volume)
     assert record is not None and record["strategy"] == "copy"
     reference = {key: record[key] for key in ("source", "strategy", "entries", "bytes", "result")}
     done_at = calibration.arrivals["migration_done"]
     commit_window = done_at - calibration.arrivals["migration_commit"]
-    reset(source, target)
+    reset(source, volume)
 
     rng = random.Random(SEED)
     kills: list[tuple[float, str]] = []
@@ -251,9 +276,9 @@ def test_sigkill_at_over_100_random_points_then_reboot_converges_and_never_shows
             attempts += 1
             if run.killed:
                 kills.append((run.kill_after, run.phase))
-            check_after_kill(source, target, original)
-        check_converged(drive(plan, None), source, target, original, reference)
-        reset(source, target)
+            check_after_kill(source, volume, original)
+        check_converged(drive(plan, None), source, volume, original, reference)
+        reset(source, volume)
 
     by_phase = {phase: sum(1 for _, seen in kills if seen == phase) for _, phase in kills}
     assert len(kills) >= KILLS_REQUIRED, f"only {len(kills)} kills landed in {attempts} attempts: {by_phase}"

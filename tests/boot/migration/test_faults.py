@@ -19,11 +19,14 @@ from entrypoint.boot import migration
 from entrypoint.common.plans import StopFlag
 from tests.boot.migration.helpers import (
     GID,
+    RECORD_DIR,
     UID,
     Mounts,
     asides,
+    chown_tree,
     events,
     fill,
+    gateway_of,
     manifest,
     plan_for,
     populate,
@@ -35,75 +38,73 @@ WITHOUT_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
 WITHOUT_CHOWN = ("setpriv", "--bounding-set=-chown", "--")
 
 
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    for path in [root, *root.rglob("*")]:
-        os.chown(path, uid, gid, follow_symlinks=False)
-
-
 def test_no_space_mid_copy_removes_the_staging_and_leaves_the_target_as_it_was(
     scratch: Path, mounts: Mounts
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state", size="2m")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state", size="2m")
     fill(source, 3_000_000)
     source_before = manifest(source)
 
-    result = migration.run(plan_for([source], target), StopFlag())
+    result = migration.run(plan_for([source], volume), StopFlag())
 
     assert events(result) == ["migration_no_space"]
     assert "left as it was" in result.warnings[0]["message"]
     assert result.figures["outcome"] == "failed"
-    assert os.listdir(target) == []  # not even the record directory it made for the staging
+    assert sorted(os.listdir(volume)) == [RECORD_DIR, "gateway"]
+    assert os.listdir(gateway_of(volume)) == [] and os.listdir(volume / RECORD_DIR) == []  # no staging
     assert manifest(source) == source_before
     assert asides(source) == [] and not source.is_symlink()
     # Once there is room, the next boot migrates.
-    subprocess.run(["mount", "-o", "remount,size=8m", str(target)], check=True)
-    assert migration.run(plan_for([source], target), StopFlag()).figures["outcome"] == "migrated"
-    assert manifest(target) == source_before
+    subprocess.run(["mount", "-o", "remount,size=8m", str(volume)], check=True)
+    assert migration.run(plan_for([source], volume), StopFlag()).figures["outcome"] == "migrated"
+    assert manifest(gateway_of(volume)) == source_before
 
 
 def test_no_space_during_merge_missing_leaves_the_existing_target_untouched(
     scratch: Path, mounts: Mounts
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state", size="2m")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state", size="2m")
+    target = gateway_of(volume)
     fill(source, 3_000_000)
+    target.mkdir()
     (target / "moltbot.json").write_text("{}")
     (target / "d0").mkdir()
     (target / "d0" / "mine").write_text("the target's")
-    (target / ".moltbot-init").mkdir()
-    (target / ".moltbot-init" / "gateway-token").write_text("token")
-    before, records_before = manifest(target), manifest(target / ".moltbot-init")
+    (volume / RECORD_DIR).mkdir()
+    (volume / RECORD_DIR / "gateway-token").write_text("token")
+    before, records_before = manifest(target), manifest(volume / RECORD_DIR)
 
-    result = migration.run(plan_for([source], target, mode="merge-missing"), StopFlag())
+    result = migration.run(plan_for([source], volume, mode="merge-missing"), StopFlag())
 
     assert events(result) == ["migration_no_space"]
     assert manifest(target) == before
-    assert manifest(target / ".moltbot-init") == records_before  # the token is still there, alone
+    assert manifest(volume / RECORD_DIR) == records_before  # the token is still there, alone
 
 
 def test_read_only_target_is_a_warning_and_nothing_changes(scratch: Path, mounts: Mounts) -> None:
-    source, target = scratch / "home" / ".clawdbot", scratch / "state"
+    source, volume = scratch / "home" / ".clawdbot", scratch / "state"
     populate(source)
-    target.mkdir()
-    mounts.bind(target, target, read_only=True)
+    volume.mkdir()
+    mounts.bind(volume, volume, read_only=True)
     source_before = manifest(source)
 
-    result = migration.run(plan_for([source], target), StopFlag())
+    result = migration.run(plan_for([source], volume), StopFlag())
 
     assert events(result) == ["migration_target_read_only"]
     assert result.warnings[0]["errno"] == "EROFS"
-    assert os.listdir(target) == []
+    assert os.listdir(volume) == []
     assert manifest(source) == source_before
 
 
 def test_unreadable_source_file_without_dac_capabilities_is_a_warning_and_the_target_stays_empty(
     scratch: Path, mounts: Mounts
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
     populate(source)
     chown_tree(source, UID, GID)  # as node left it: 0600 secrets root can read only with DAC caps
     source_before = manifest(source)
 
-    ran = run_driver(plan_for([source], target), prefix=WITHOUT_DAC)
+    ran = run_driver(plan_for([source], volume), prefix=WITHOUT_DAC)
 
     assert ran.returncode == 0, ran.stderr
     assert ran.result is not None
@@ -111,24 +112,23 @@ def test_unreadable_source_file_without_dac_capabilities_is_a_warning_and_the_ta
     assert warning["event"] == "migration_source_unreadable"
     assert warning["errno"] == "EACCES"
     assert warning["path"].startswith(str(source) + "/")
-    assert os.listdir(target) == []
+    assert manifest(gateway_of(volume)) == {} and os.listdir(volume / RECORD_DIR) == []
     assert manifest(source) == source_before and not source.is_symlink()
 
 
 def test_unreadable_first_source_holds_back_the_later_ones(scratch: Path) -> None:
-    first, later, target = scratch / "home" / ".clawdbot", scratch / "home" / ".moltbot", scratch / "state"
+    first, later, volume = scratch / "home" / ".clawdbot", scratch / "home" / ".moltbot", scratch / "state"
     populate(first)
     populate(later, seed=2)
     chown_tree(first, UID, GID)
     first.chmod(0o700)
-    target.mkdir()
 
-    ran = run_driver(plan_for([first, later], target), prefix=WITHOUT_DAC)
+    ran = run_driver(plan_for([first, later], volume), prefix=WITHOUT_DAC)
 
     assert ran.result is not None, ran.stderr
     assert ran.result["figures"]["outcome"] == "blocked"
     assert [w["event"] for w in ran.result["warnings"]] == ["migration_source_unreadable"]
-    assert os.listdir(target) == []
+    assert manifest(gateway_of(volume)) == {}
 
 
 @pytest.fixture
@@ -142,15 +142,15 @@ def immutable(scratch: Path) -> Iterator[list[Path]]:
 def test_immutable_source_gets_eperm_is_copied_and_kept_in_place_with_a_warning(
     scratch: Path, immutable: list[Path]
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", scratch / "state"
+    source, volume = scratch / "home" / ".clawdbot", scratch / "state"
+    target = gateway_of(volume)
     populate(source)
-    target.mkdir()
     source_before = manifest(source)
     if subprocess.run(["chattr", "+i", str(source)], capture_output=True).returncode != 0:
         pytest.skip(f"no immutable flag on the filesystem of {scratch}")
     immutable.append(source)
 
-    result = migration.run(plan_for([source], target), StopFlag())
+    result = migration.run(plan_for([source], volume), StopFlag())
 
     assert result.figures["rename_refused"] == "EPERM"
     assert events(result) == ["migration_source_kept"]
@@ -158,27 +158,27 @@ def test_immutable_source_gets_eperm_is_copied_and_kept_in_place_with_a_warning(
     assert manifest(target)["moltbot.json"] == source_before["clawdbot.json"]
     assert len(manifest(target)) == len(source_before)
     assert manifest(source) == source_before
-    assert record_of(target)["source_after"].startswith("left in place")
+    assert record_of(volume)["source_after"].startswith("left in place")
     # The record makes the next boot a no-op; the kept source is not a conflict.
-    again = migration.run(plan_for([source], target), StopFlag())
+    again = migration.run(plan_for([source], volume), StopFlag())
     assert (again.figures["outcome"], again.warnings) == ("already-migrated", [])
 
 
 def test_without_cap_chown_the_copy_is_kept_owned_by_root_with_one_warning(
     scratch: Path, mounts: Mounts
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
     populate(source)
     source_before = manifest(source)
 
-    ran = run_driver(plan_for([source], target), prefix=WITHOUT_CHOWN)
+    ran = run_driver(plan_for([source], volume), prefix=WITHOUT_CHOWN)
 
     assert ran.result is not None, ran.stderr
     assert [w["event"] for w in ran.result["warnings"]] == ["migration_chown_failed"]
     assert ran.result["figures"]["outcome"] == "migrated"
     expected = dict(source_before)
     expected["moltbot.json"] = expected.pop("clawdbot.json")
-    assert manifest(target) == expected
+    assert manifest(gateway_of(volume)) == expected
 
 
 class RemoveWhileCopying(StopFlag):
@@ -202,7 +202,8 @@ class RemoveWhileCopying(StopFlag):
 def test_entries_removed_during_the_copy_are_skipped_and_the_rest_is_exact(
     scratch: Path, mounts: Mounts
 ) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    target = gateway_of(volume)
     for number in range(100):
         (source / "big").mkdir(parents=True, exist_ok=True)
         (source / "big" / f"f{number:03d}").write_bytes(os.urandom(100))
@@ -211,7 +212,7 @@ def test_entries_removed_during_the_copy_are_skipped_and_the_rest_is_exact(
     # Looks: 1 before the migration, 2 for `big`, then one per entry of `big` in sorted order.
     stop = RemoveWhileCopying(50, [source / "big" / "f098", source / "big" / "f099", source / "big" / "zz"])
 
-    result = migration.run(plan_for([source], target), stop)
+    result = migration.run(plan_for([source], volume), stop)
 
     assert result.status == "ok", result.warnings
     assert result.figures["vanished"] == 3
@@ -225,26 +226,30 @@ def test_entries_removed_during_the_copy_are_skipped_and_the_rest_is_exact(
 
 
 def test_hard_link_to_a_file_of_another_user_is_not_copied(scratch: Path, mounts: Mounts) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    """The legacy dir is the host user's (1001); a name planted in it for root's /etc/shadow
+    would otherwise hand the shadow's content to the target user."""
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
     populate(source)
+    chown_tree(source, 1001, 1001)
     outside = scratch / "shadow"
     outside.write_text("root:$6$secret")
     outside.chmod(0o600)
     os.link(outside, source / "innocent.json")
 
-    result = migration.run(plan_for([source], target), StopFlag())
+    result = migration.run(plan_for([source], volume), StopFlag())
 
     assert events(result) == ["migration_hardlinks_skipped"]
-    assert not (target / "innocent.json").exists()
+    assert not (gateway_of(volume) / "innocent.json").exists()
     assert (asides(source)[0] / "innocent.json").read_text() == "root:$6$secret"  # nothing lost
 
 
 def test_device_nodes_are_not_recreated_in_the_volume(scratch: Path, mounts: Mounts) -> None:
-    source, target = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state")
+    target = gateway_of(volume)
     populate(source)
     os.mknod(source / "null", 0o666 | 0o020000, os.makedev(1, 3))
 
-    result = migration.run(plan_for([source], target), StopFlag())
+    result = migration.run(plan_for([source], volume), StopFlag())
 
     assert events(result) == ["migration_devices_skipped"]
     assert not (target / "null").exists()

@@ -4,6 +4,10 @@
 created root-owned. Phases that need a mount or fewer capabilities run in a child process
 (`run_isolated`): in a private mount namespace (`unshare -m`), which the kernel tears down with
 the process, so no mount can outlive a test, and/or under `setpriv` with capabilities removed.
+
+Every test that runs the phase through `run_phase` or `run_isolated`, or takes `engine`, runs
+once per engine (`engines.ENGINES`): as the init chooses, in the calling thread alone, in threads,
+in worker processes. The phase's own `run` has no knob for that: each engine has its entry point.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 
 import pytest
 
-from entrypoint.boot import ownership
 from entrypoint.common.plans import OwnershipPlan, StopFlag, TargetUser
 from entrypoint.common.report import PhaseResult
+
+from .engines import ENGINES
 
 REPO = Path(__file__).resolve().parents[3]
 UID = GID = 4321  # a target that is neither root nor any user of the test machine
@@ -37,19 +42,20 @@ if os.geteuid() != 0:  # the phase only ever runs as root; there is nothing to t
     pytest.exit("tests/ownership must run as root", returncode=4)
 
 # Runs the phase in a fresh interpreter: setup commands first (inside whatever namespace the
-# wrapper made), then the phase, then reports the result and the owners of the probed paths.
+# wrapper made), then the phase with the engine named, then reports the result and the owners of
+# the probed paths.
 _RUNNER = """
 import json, os, subprocess, sys
 from dataclasses import asdict
 args = json.loads(sys.argv[1])
 sys.path.insert(0, args["repo"])
-from entrypoint.boot import ownership
 from entrypoint.common.plans import OwnershipPlan, StopFlag, TargetUser
+from tests.boot.ownership.engines import ENGINES
 for command in args["setup"]:
     subprocess.run(command, check=True)
 plan = OwnershipPlan("auto", tuple(args["roots"]), args["uid"], args["gid"])
 user = TargetUser("target", args["uid"], args["gid"], (args["gid"],), "/nonexistent")
-result = ownership.run(plan, user, StopFlag(), processes=args["processes"])
+result = ENGINES[args["engine"]](plan, user, StopFlag())
 owners = {}
 for path in args["probe"]:
     entry = os.stat(path, follow_symlinks=False)
@@ -75,6 +81,30 @@ def owners_below(root: Path) -> dict[str, tuple[int, int]]:
             path = Path(directory, name)
             found[str(path.relative_to(root))] = owner(path)
     return found
+
+
+def no_child_left() -> bool:
+    """No process forked by the phase is left, running or unreaped."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def assert_stopped_midway(root: Path, entries: int, result: PhaseResult, fds_before: int) -> None:
+    """What a stop leaves of a walk of `root` (`entries` entries, all root-owned before): reported
+    interrupted part way, every entry either old-owned or new-owned and each change counted, the
+    root untouched (post-order: it would be last), every directory descriptor closed, no failure."""
+    assert result.figures["interrupted"] is True
+    assert 0 < result.figures["changed"] < entries
+    found = owners_below(root)
+    assert set(found.values()) <= {(0, 0), (UID, GID)}
+    # Every change is counted, a worker process's too: its tally comes back whole after a halt.
+    assert sum(1 for pair in found.values() if pair == (UID, GID)) == result.figures["changed"]
+    assert owner(root) == (0, 0)
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert not [w for w in result.warnings if w["event"] == "ownership_failed"]
 
 
 def make_files(directory: Path, count: int, *, uid: int = 0, gid: int = 0) -> list[Path]:
@@ -130,26 +160,26 @@ def outside(area: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=[None, 2], ids=["auto", "forked"])
-def processes(request: pytest.FixtureRequest) -> int | None:
-    """Every test that runs the phase runs it twice: as the init does (trees this small stay in
-    the calling thread), and with the whole walk handed to two worker processes."""
+@pytest.fixture(params=list(ENGINES))
+def engine(request: pytest.FixtureRequest) -> str:
+    """The name of the engine this run of the test walks with: each test that takes it (directly
+    or through `run_phase`, `run_isolated`) runs once per engine, as dumb-init's tests run once
+    per mode. `@pytest.mark.parametrize("engine", [...], indirect=True)` picks some of them."""
     return request.param
 
 
 @pytest.fixture
-def run_phase(processes: int | None) -> Callable[..., PhaseResult]:
-    def call(
-        *roots: Path | str, interval: float = 2.0, workers: int | None = None, stop: StopFlag | None = None
-    ) -> PhaseResult:
-        plan = plan_for(*roots, interval=interval)
-        return ownership.run(plan, TARGET, stop or StopFlag(), workers=workers, processes=processes)
+def run_phase(engine: str) -> Callable[..., PhaseResult]:
+    """Run the phase on `roots` in this process, with the engine of this run of the test."""
+
+    def call(*roots: Path | str, interval: float = 2.0, stop: StopFlag | None = None) -> PhaseResult:
+        return ENGINES[engine](plan_for(*roots, interval=interval), TARGET, stop or StopFlag())
 
     return call
 
 
 @pytest.fixture
-def run_isolated(processes: int | None) -> Callable[..., dict[str, Any]]:
+def run_isolated(engine: str) -> Callable[..., dict[str, Any]]:
     """Run the phase in a child process; `wrapper` prefixes its command line (unshare, setpriv)."""
 
     def call(
@@ -166,7 +196,7 @@ def run_isolated(processes: int | None) -> Callable[..., dict[str, Any]]:
             "gid": GID,
             "setup": setup or [],
             "probe": [str(path) for path in probe or []],
-            "processes": processes,
+            "engine": engine,
         }
         completed = subprocess.run(
             [*wrapper, sys.executable, "-c", _RUNNER, json.dumps(args)],

@@ -1,4 +1,4 @@
-"""What the phase changes, and what it leaves exactly as it was."""
+"""What the phase changes, and what it leaves exactly as it was, whichever engine walks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import os
 import socket
 import stat
 import threading
+from pathlib import Path
 
-from .conftest import GID, OTHER, UID, make_files, owner, owners_below
+from entrypoint.boot.ownership import threads
+from entrypoint.common.plans import OwnershipPlan, StopFlag
+
+from .conftest import GID, OTHER, TARGET, UID, make_files, owner, owners_below, plan_for
+from .engines import ENGINES
 
 
 def test_every_entry_of_a_root_owned_tree_ends_up_target_owned(vol, run_phase):
@@ -132,21 +137,16 @@ def test_missing_root_is_a_warning_and_the_other_roots_are_still_repaired(area, 
     assert warnings_of(result, "ownership_root_missing")[0]["path"] == str(area / "does-not-exist")
 
 
-def test_mode_off_skips_the_phase_and_changes_nothing(vol, run_phase):
-    from entrypoint.boot import ownership
-    from entrypoint.common.plans import OwnershipPlan, StopFlag
-
-    from .conftest import TARGET
-
+def test_mode_off_skips_the_phase_and_changes_nothing(vol, engine):
     make_files(vol, 2)
 
-    result = ownership.run(OwnershipPlan("off", (str(vol),), UID, GID), TARGET, StopFlag())
+    result = ENGINES[engine](OwnershipPlan("off", (str(vol),), UID, GID), TARGET, StopFlag())
 
     assert result.status == "skipped"
     assert set(owners_below(vol).values()) == {(0, 0)}
 
 
-def test_threaded_walk_repairs_a_wide_and_deep_tree_completely(vol, run_phase):
+def _wide_and_deep(vol: Path) -> None:
     for index in range(60):
         make_files(vol / f"w{index}", 20)
     deep = vol
@@ -154,8 +154,22 @@ def test_threaded_walk_repairs_a_wide_and_deep_tree_completely(vol, run_phase):
         deep = deep / f"l{level}"
         make_files(deep, 2)
 
-    result = run_phase(vol, workers=4)
+
+def test_a_wide_and_deep_tree_is_repaired_completely(vol, run_phase):
+    _wide_and_deep(vol)
+
+    result = run_phase(vol)
+
+    assert set(owners_below(vol).values()) == {(UID, GID)}
+    assert result.figures["changed"] == result.figures["seen"] == len(owners_below(vol))
+
+
+def test_threaded_walk_repairs_a_wide_and_deep_tree_completely_with_the_threads_asked_for(vol):
+    _wide_and_deep(vol)
+
+    result = threads.walk(plan_for(vol), TARGET, StopFlag(), workers=4)
 
     assert set(owners_below(vol).values()) == {(UID, GID)}
     assert result.figures["workers"] == 4
+    assert result.figures["processes"] == 0
     assert result.figures["changed"] == result.figures["seen"] == len(owners_below(vol))

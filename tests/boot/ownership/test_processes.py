@@ -6,27 +6,36 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from entrypoint.boot import ownership
+from entrypoint.boot.ownership import processes
+from entrypoint.boot.ownership.walk import Walk
 from entrypoint.common.plans import StopFlag
 from entrypoint.common.report import PhaseResult
 
-from .conftest import GID, TARGET, UID, make_files, owner, owners_below, plan_for
+from .conftest import (
+    GID,
+    TARGET,
+    UID,
+    assert_stopped_midway,
+    make_files,
+    no_child_left,
+    owner,
+    owners_below,
+    plan_for,
+)
+from .engines import ENGINES
 
 
-def _run(root: Path, stop: StopFlag | None = None, **kwargs: Any) -> PhaseResult:
-    return ownership.run(plan_for(root, interval=0.05), TARGET, stop or StopFlag(), **kwargs)
+def _forked(root: Path, stop: StopFlag | None = None) -> PhaseResult:
+    """The whole walk handed to two worker processes at once."""
+    return processes.walk(plan_for(root, interval=0.05), TARGET, stop or StopFlag(), processes=2)
 
 
-def _no_child_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+def _as_the_init_chooses(root: Path) -> PhaseResult:
+    return ownership.run(plan_for(root, interval=0.05), TARGET, StopFlag())
 
 
 def test_stop_flag_halts_the_worker_processes_within_a_second_leaving_no_entry_half_owned(
@@ -36,21 +45,14 @@ def test_stop_flag_halts_the_worker_processes_within_a_second_leaving_no_entry_h
     events.stop_at_first_progress = stop = StopFlag()
     fds_before = len(os.listdir("/proc/self/fd"))
 
-    result = _run(root, stop, processes=2)
+    result = _forked(root, stop)
     returned_at = time.monotonic()
 
     assert result.figures["processes"] == 2
     assert returned_at - events.stopped_at < 1.0
-    assert result.figures["interrupted"] is True
-    assert 0 < result.figures["changed"] < entries
-    found = owners_below(root)
-    assert set(found.values()) <= {(0, 0), (UID, GID)}
-    # Every change a worker made is counted: its tally comes back whole after a halt.
-    assert sum(1 for pair in found.values() if pair == (UID, GID)) == result.figures["changed"]
-    assert owner(root) == (0, 0)  # the parent re-owns it last, and never after a stop
-    assert len(os.listdir("/proc/self/fd")) == fds_before
-    assert _no_child_left()
-    assert not [w for w in result.warnings if w["event"] == "ownership_failed"]
+    # The parent re-owns the root last, and never after a stop.
+    assert_stopped_midway(root, entries, result, fds_before)
+    assert no_child_left()
 
 
 def test_worker_that_does_not_halt_is_killed_and_the_phase_still_returns_within_a_second(
@@ -60,10 +62,10 @@ def test_worker_that_does_not_halt_is_killed_and_the_phase_still_returns_within_
     events.stop_at_first_progress = stop = StopFlag()
     # A worker blocked in a system call that does not return (a hung NFS server): it never gets
     # to look at the halt flag. The parent itself enters no directory when asked for processes.
-    monkeypatch.setattr(ownership._Walk, "_enter", lambda *_: time.sleep(60))
+    monkeypatch.setattr(Walk, "enter", lambda *_: time.sleep(60))
     fds_before = len(os.listdir("/proc/self/fd"))
 
-    result = _run(root, stop, processes=2)
+    result = _forked(root, stop)
     returned_at = time.monotonic()
 
     assert result.figures["processes"] == 2
@@ -72,7 +74,7 @@ def test_worker_that_does_not_halt_is_killed_and_the_phase_still_returns_within_
     assert set(owners_below(root).values()) <= {(0, 0), (UID, GID)}
     assert owner(root) == (0, 0)
     assert len(os.listdir("/proc/self/fd")) == fds_before
-    assert _no_child_left()
+    assert no_child_left()
 
 
 def test_failure_inside_a_worker_fails_the_phase_and_leaves_the_parents_alone(vol, outside, monkeypatch):
@@ -83,10 +85,10 @@ def test_failure_inside_a_worker_fails_the_phase_and_leaves_the_parents_alone(vo
     def broken(*_: object) -> None:
         raise RuntimeError("a bug in the walk")
 
-    monkeypatch.setattr(ownership._Walk, "_enter", broken)
+    monkeypatch.setattr(Walk, "enter", broken)
     fds_before = len(os.listdir("/proc/self/fd"))
 
-    result = _run(vol, processes=2)
+    result = _forked(vol)
 
     assert result.status == "failed"
     [warning] = [w for w in result.warnings if w["event"] == "ownership_failed"]
@@ -94,7 +96,7 @@ def test_failure_inside_a_worker_fails_the_phase_and_leaves_the_parents_alone(vo
     assert owner(vol) == (0, 0)  # its subtrees were not all done: it keeps its owner
     assert owners_below(outside) == before
     assert len(os.listdir("/proc/self/fd")) == fds_before
-    assert _no_child_left()
+    assert no_child_left()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: the phase never forks")
@@ -102,23 +104,27 @@ def test_the_init_forks_for_a_large_tree_only(vol, fresh_big_tree):
     make_files(vol / "sub", 10)
     root, entries = fresh_big_tree
 
-    small = _run(vol)
-    large = _run(root)
+    small = _as_the_init_chooses(vol)
+    large = _as_the_init_chooses(root)
 
     assert small.figures["processes"] == 0
-    assert large.figures["processes"] == min(len(os.sched_getaffinity(0)), ownership.MAX_PROCESSES)
+    assert large.figures["processes"] == min(len(os.sched_getaffinity(0)), processes.MAX_PROCESSES)
     assert large.figures["changed"] == large.figures["seen"] == entries
     assert set(owners_below(root).values()) == {(UID, GID)}
-    assert _no_child_left()
+    assert no_child_left()
 
 
-def test_the_init_never_forks_while_another_thread_runs(fresh_big_tree):
+@pytest.mark.parametrize("engine", ["auto", "processes"], indirect=True)
+def test_the_init_never_forks_while_another_thread_runs(fresh_big_tree, engine):
+    """Neither as the init chooses (it walks in threads then) nor when worker processes are asked
+    for (it walks in the calling thread then): a lock held by the other thread would stay held
+    in the child forever."""
     root, entries = fresh_big_tree
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
     try:
-        result = _run(root, processes=2)
+        result = ENGINES[engine](plan_for(root, interval=0.05), TARGET, StopFlag())
     finally:
         release.set()
         other.join()
@@ -126,3 +132,4 @@ def test_the_init_never_forks_while_another_thread_runs(fresh_big_tree):
     assert result.figures["processes"] == 0
     assert result.figures["changed"] == entries
     assert set(owners_below(root).values()) == {(UID, GID)}
+    assert no_child_left()
