@@ -73,7 +73,6 @@ function startGateway(user, dirs) {
     OPENCLAW_STATE_DIR: dirs.state,
     OPENCLAW_WORKSPACE_DIR: dirs.workspace,
     OPENCLAW_GATEWAY_TOKEN: `warm-${process.pid}-${Date.now()}`,
-    OPENCLAW_NO_RESPAWN: "1",
     OPENCLAW_SUPERVISOR_MODE: "external",
     OPENCLAW_DISABLE_BONJOUR: "1",
     OPENCLAW_NO_AUTO_UPDATE: "1",
