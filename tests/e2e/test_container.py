@@ -318,8 +318,12 @@ def test_an_unparsable_config_is_held_after_one_exit_and_start_recovers_after_th
 
 
 # What the running gateway creates and removes by itself: SQLite's WAL and lock files (gone after a
-# clean close), its locks and scratch dir (STATE/tmp), half-staged Control UI assets, temp files.
-VOLATILE = re.compile(rf"(-wal|-shm|-journal|\.lock|\.tmp)$|/\.staging-|^{GATEWAY_DIR}/tmp/")
+# clean close), its locks and scratch dir (STATE/tmp), half-staged Control UI assets, temp files,
+# and the read-only SQLite snapshots it takes under ~/.cache and retires itself
+# (dist/sqlite-readonly-location-cleanup-*.mjs: `openclaw-sqlite-readonly-v2-XXXXXX`).
+VOLATILE = re.compile(
+    rf"(-wal|-shm|-journal|\.lock|\.tmp)$|/\.staging-|^{GATEWAY_DIR}/tmp/|/openclaw-sqlite-readonly-"
+)
 
 
 def _paths(stack: Stack) -> dict[str, str]:
