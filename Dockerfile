@@ -50,14 +50,17 @@ RUN python3 -m venv /opt/build-venv
 
 # Dependencies first, in their own layer, so that a change to the init's code
 # doesn't download them again: install the project from its pyproject.toml with
-# empty packages, then remove the project itself and keep its dependencies.
+# empty packages (and an empty README, which pyproject names: an edit to the
+# real one must not invalidate this layer, which scripts/build-image's second,
+# network-less pass could not rebuild), then remove the project itself and
+# keep its dependencies.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN mkdir -p entrypoint moltbot \
- && touch entrypoint/__init__.py moltbot/__init__.py \
+ && touch README.md entrypoint/__init__.py moltbot/__init__.py \
  && /opt/build-venv/bin/pip install --quiet ".[freeze]" "pyinstaller==${PYINSTALLER_VERSION}" \
  && /opt/build-venv/bin/pip uninstall --quiet --yes moltbot-init \
- && rm -rf entrypoint moltbot build ./*.egg-info
+ && rm -rf README.md entrypoint moltbot build ./*.egg-info
 
 COPY entrypoint/ entrypoint/
 COPY moltbot/ moltbot/
