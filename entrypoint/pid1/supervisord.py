@@ -13,6 +13,7 @@ which has every module it needs loaded already: this program is not started a se
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import shlex
@@ -32,6 +33,8 @@ _LOG = log.get("supervise")
 # Imported by supervisord from its config, by name (frozen, every module of ours is bundled).
 RPC_INTERFACE_FACTORY = f"{__package__}.rpcinterface:make_rpcinterface"
 CRASH_GUARD_FACTORY = f"{__package__.rpartition('.')[0]}.crashguard.plugin:make_rpcinterface"
+# prctl(2): the calling thread's name, its `comm` (what `ps` and `top` show).
+_PR_SET_NAME = 15
 # Past the program's own stop timeout, how long supervisord gets to finish before we kill it.
 _SUPERVISOR_GRACE_S = 3.0
 # The signals operators send to PID 1 that supervisord has a meaning for.
@@ -164,8 +167,9 @@ def serve(args: list[str], *, finish: Callable[[], None]) -> int:
     from supervisor import supervisord as daemon
 
     # A forked supervisord has PID 1's command line: its name tells them apart in `ps` and `top`.
-    with contextlib.suppress(OSError), open("/proc/self/comm", "w", encoding="ascii") as comm:
-        comm.write("supervisord")
+    # prctl, not a write to /proc/self/comm: since the drop the process is not dumpable, so the
+    # kernel shows its /proc files as root's and refuses the write.
+    ctypes.CDLL(None).prctl(_PR_SET_NAME, b"supervisord", 0, 0, 0)
     # The run dir is the config's: supervisord's environment is the gateway's, without our settings.
     config = next(
         (args[index + 1] for index, arg in enumerate(args[:-1]) if arg in ("-c", "--configuration")), None

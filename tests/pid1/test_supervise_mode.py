@@ -208,6 +208,7 @@ def test_supervisord_is_forked_with_the_crash_guard_in_it_and_all_run_as_the_tar
         # dumpable, and the kernel then shows its /proc directory as root's.
         uids = {process.pid: tuple(process.uids()) for process in tree}
         names = sorted(" ".join(process.cmdline()[-2:]) for process in tree)
+        comms = [process.name() for process in tree]
         state = init.box / "run" / "crashguard.json"
         wait_until("the crash guard says running", lambda: '"running"' in _text(state))
         guard = json.loads(state.read_text())
@@ -217,6 +218,8 @@ def test_supervisord_is_forked_with_the_crash_guard_in_it_and_all_run_as_the_tar
     assert set(uids.values()) == {(test_user.pw_uid,) * 3}
     started = next(line for line in parse_lines(stderr) if line["event"] == "supervisor_started")
     assert started["how"] == "fork"
+    # `ps` tells supervisord from the init by its name, though both are this program.
+    assert comms[1] == "supervisord", comms
     # The crash guard is alive, a thread of supervisord's process: it wrote the gateway's state.
     assert guard["supervisord_pid"] == started["pid"] and guard["pid"] is not None
 
