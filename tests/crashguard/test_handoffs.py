@@ -15,22 +15,13 @@ import pytest
 from entrypoint.common.guardplan import PID, HandoffPlan
 from entrypoint.common.guardstate import State
 from entrypoint.crashguard import handoff
-from entrypoint.crashguard.effects import AskHandoff, Log, Schedule, Start
+from entrypoint.crashguard.effects import AskHandoff, Schedule, Start
 from entrypoint.crashguard.facts import Answer, Handoff
 from entrypoint.crashguard.policy import Guard
+from tests.crashguard.logged import events, line
 from tests.supervised import policy
 
 STANDIN_CLI = str(Path(__file__).resolve().parents[1] / "standins" / "handoff_cli.py")
-
-
-def events(effects: list[Any]) -> list[str]:
-    return [effect.event for effect in effects if isinstance(effect, Log)]
-
-
-def line(effects: list[Any], event: str) -> Log:
-    found = [effect for effect in effects if isinstance(effect, Log) and effect.event == event]
-    assert len(found) == 1, events(effects)
-    return found[0]
 
 
 def accepted(pid: int, capable: bool | None = None) -> Handoff:

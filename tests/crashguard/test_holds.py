@@ -11,24 +11,15 @@ from entrypoint.common import rundir
 from entrypoint.common.guardplan import LeaseRule
 from entrypoint.common.guardstate import State
 from entrypoint.common.ledger import Outcome
-from entrypoint.crashguard.effects import Cancel, ExitAction, Log, MarkLedger, Schedule, Start
+from entrypoint.crashguard.effects import Cancel, ExitAction, MarkLedger, Schedule, Start
 from entrypoint.crashguard.facts import Memory
 from entrypoint.crashguard.output import REDACTED, Output, Redactor
 from entrypoint.crashguard.policy import Guard
+from tests.crashguard.logged import events, line
 from tests.supervised import policy
 
 LEASE = "Gateway failed to start: Another Gateway owner lease is still active for this state directory."
 RULE = LeaseRule(("Another Gateway owner lease is still active",), retry_s=20, wait_max_s=360)
-
-
-def events(effects: list[Any]) -> list[str]:
-    return [effect.event for effect in effects if isinstance(effect, Log)]
-
-
-def line(effects: list[Any], event: str) -> Log:
-    found = [effect for effect in effects if isinstance(effect, Log) and effect.event == event]
-    assert len(found) == 1, events(effects)
-    return found[0]
 
 
 def run(guard: Guard, now: float, *, said: str = "", code: int | None = 1, **exit_facts: Any) -> list[Any]:
