@@ -8,9 +8,11 @@ would start a second init inside a running container. What each program does is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from . import __version__, wiring
 from .common import log
@@ -33,6 +35,8 @@ _SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "health": wiring.health,
     "status": wiring.status,
 }
+# Short-lived tools that end without the interpreter's finalization (see _exit_now).
+_EXIT_AT_ONCE = frozenset({"health", "status"})
 
 
 def _init(args: list[str]) -> int:
@@ -46,8 +50,21 @@ def _init(args: list[str]) -> int:
     if head == "init":
         return wiring.boot(tuple(args[1:]))
     if head in _SUBCOMMANDS:
-        return _SUBCOMMANDS[head](args[1:])
+        code = _SUBCOMMANDS[head](args[1:])
+        if head in _EXIT_AT_ONCE:
+            _exit_now(code)
+        return code
     return wiring.boot(tuple(args))
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End a probe or `status` now: flush what it printed, then skip the interpreter's finalization,
+    which tears every module down and cost a HEALTHCHECK probe a tenth of its time. These tools
+    hold no lock, temporary file or child that an exit handler would have to release."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # the reader went away: there is no one left to tell
+            stream.flush()
+    os._exit(code)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -77,7 +77,7 @@ class Snapshot:
     program: str | None
     state: State
     since: float
-    pid: int | None = None  # HANDOFF: the exited process, whose handoff is asked for
+    pid: int | None = None  # RUNNING: the program; HANDOFF: the exited process, whose handoff is asked for
     running_since: float | None = None
     restarts: int = 0  # started again by the guard after an exit it did not expect
     requested_restarts: int = 0  # restarts the program asked for (restart handoffs)

@@ -124,18 +124,27 @@ def _not_running(run_dir: str, program: str, snapshot: Snapshot | None, now: flo
     return text
 
 
+def _not_connected(port: int, timeout_s: float, error: OSError) -> str:
+    if isinstance(error, TimeoutError):
+        return f"port {port} did not accept a connection within {timeout_s:g}s"
+    if isinstance(error, ConnectionRefusedError):
+        return f"port {port} closed (not listening)"
+    return f"port {port} unreachable ({os.strerror(error.errno or errno.EIO)})"
+
+
 def _request(port: int, path: str, timeout_s: float) -> _Answer | None:
     """The program's complete answer to `GET path`; None when it closed the connection without an
     HTTP answer. Raises _NoAnswer for everything else: refused, silent, cut short, too slow."""
     deadline = time.monotonic() + timeout_s
+    # A plain connect to the address, not socket.create_connection: that resolves it first with
+    # getaddrinfo, whose IDNA codec alone costs a probe more to import than the request takes.
+    connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        connection = socket.create_connection(("127.0.0.1", port), timeout=max(timeout_s, 0.001))
-    except TimeoutError:
-        raise _NoAnswer(f"port {port} did not accept a connection within {timeout_s:g}s") from None
-    except ConnectionRefusedError:
-        raise _NoAnswer(f"port {port} closed (not listening)") from None
+        connection.settimeout(max(timeout_s, 0.001))
+        connection.connect(("127.0.0.1", port))
     except OSError as error:
-        raise _NoAnswer(f"port {port} unreachable ({os.strerror(error.errno or errno.EIO)})") from None
+        connection.close()
+        raise _NoAnswer(_not_connected(port, timeout_s, error)) from None
     received = bytearray()
     with connection:
         try:

@@ -7,6 +7,10 @@ file (`common/guardstate`), the program's process tree in /proc (RSS, and CPU fr
 nanosecond counters, so a short sample is an exact one) and the program's three probes
 (`tools/health`: live, started, ready), asked at once. Exit 0 when supervisord answered, 1
 otherwise.
+
+An operator waits for all of it, so the waits overlap: the CPU sample begins first, on the pid
+the crash guard last saw, and supervisord is asked (its client imported) while it runs; only a
+pid that changed meanwhile is sampled again.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from typing import Any, TextIO
 from ..common import guardstate, log, report
 from ..common.guardstate import State
 from ..common.settings import Settings
-from . import health, rpc
+from . import health
 
 _RPC_TIMEOUT_S = 2.0
-# Before the probes, which make the program work: the sample is of what it does by itself.
-_CPU_SAMPLE_S = 0.05
+# The CPU sample's least length. It ends before the probes, which make the program work (the
+# sample is of what it does by itself), and lasts as long as asking supervisord, which it overlaps;
+# the kernel's nanosecond counters make a short one exact.
+_CPU_SAMPLE_S = 0.03
 _PROBE_TIMEOUT_S = 1.0  # each; the three are asked in parallel
 
 
@@ -56,6 +62,10 @@ def _report_summary(run_dir: str) -> dict[str, Any] | None:
 
 
 def _program(run_dir: str, program: str) -> tuple[dict[str, Any] | None, str | None]:
+    # Imported here, while the CPU sample runs: its XML-RPC client (http.client, xmlrpc, email)
+    # is most of what `status` imports.
+    from . import rpc
+
     info, unknown = rpc.Supervisor(run_dir, _RPC_TIMEOUT_S).process_info_or_reason(program)
     if info is None:
         return None, unknown
@@ -77,8 +87,7 @@ def _program(run_dir: str, program: str) -> tuple[dict[str, Any] | None, str | N
     return result, None
 
 
-def _guard(run_dir: str, now: float) -> dict[str, Any] | None:
-    snapshot = guardstate.read(run_dir)
+def _guard(snapshot: guardstate.Snapshot | None, now: float) -> dict[str, Any] | None:
     if snapshot is None:
         return None
     restart_at, retry_at = snapshot.restart_at, snapshot.retry_at
@@ -100,25 +109,31 @@ def _guard(run_dir: str, now: float) -> dict[str, Any] | None:
     }
 
 
-def _resources(pid: int | None) -> dict[str, Any] | None:
-    """RSS and CPU of the process and all its descendants (CPU sampled over _CPU_SAMPLE_S)."""
-    if not pid:
-        return None
-    tree = _tree(pid)
-    if not tree:
-        return None
-    began, before = time.monotonic(), sum(_cpu_ns(member) for member in tree)
-    time.sleep(_CPU_SAMPLE_S)
-    cpu_ns, took = sum(_cpu_ns(member) for member in tree) - before, time.monotonic() - began
-    stats = [fields for fields in map(_stat, tree) if fields]
-    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
-    return {
-        "processes": len(stats),
-        "rss_bytes": sum(int(fields[21]) for fields in stats) * page,  # field 24, `rss` in pages
-        "cpu_percent": round(cpu_ns / 1e7 / took, 1),
-        # utime and stime (fields 14 and 15) count the threads that have ended, too.
-        "cpu_seconds": round(sum(int(fields[11]) + int(fields[12]) for fields in stats) / ticks, 2),
-    }
+class _CpuSample:
+    """CPU of a process and all its descendants over at least _CPU_SAMPLE_S, begun now."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tree = _tree(pid)
+        self.began = time.monotonic()
+        self.before = sum(_cpu_ns(member) for member in self.tree)
+
+    def finish(self) -> dict[str, Any] | None:
+        """RSS and CPU of the tree, once the sample has lasted long enough; None if it is gone."""
+        if not self.tree:
+            return None
+        time.sleep(max(0.0, _CPU_SAMPLE_S - (time.monotonic() - self.began)))
+        cpu_ns = sum(_cpu_ns(member) for member in self.tree) - self.before
+        took = time.monotonic() - self.began
+        stats = [fields for fields in map(_stat, self.tree) if fields]
+        ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+        return {
+            "processes": len(stats),
+            "rss_bytes": sum(int(fields[21]) for fields in stats) * page,  # field 24, `rss` in pages
+            "cpu_percent": round(cpu_ns / 1e7 / took, 1),
+            # utime and stime (fields 14 and 15) count the threads that have ended, too.
+            "cpu_seconds": round(sum(int(fields[11]) + int(fields[12]) for fields in stats) / ticks, 2),
+        }
 
 
 def _stat(pid: int) -> list[str]:
@@ -181,14 +196,20 @@ def _health(run_dir: str, program: str, port: int) -> dict[str, Any]:
 
 def collect(run_dir: str, program: str, port: int) -> dict[str, Any]:
     now = time.time()
+    snapshot = guardstate.read(run_dir)
+    seen = snapshot.pid if snapshot is not None and snapshot.state is State.RUNNING else None
+    sample = _CpuSample(seen) if seen else None
     program_info, error = _program(run_dir, program)
+    pid = program_info.get("pid") if program_info else None
+    if pid and (sample is None or sample.pid != pid):
+        sample = _CpuSample(pid)  # restarted since the guard wrote, or the guard did not know yet
     return {
         "time": log.rfc3339(now),
         "startup": _report_summary(run_dir),
         "supervisord": {"answering": error is None, "error": error},
         "program": program_info,
-        "crash_guard": _guard(run_dir, now),
-        "resources": _resources(program_info.get("pid") if program_info else None),
+        "crash_guard": _guard(snapshot, now),
+        "resources": sample.finish() if pid and sample is not None else None,
         "health": _health(run_dir, program, port),
     }
 

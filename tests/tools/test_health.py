@@ -277,12 +277,14 @@ def test_a_wrong_argument_is_a_usage_error(run_dir: Path, args: list[str]) -> No
     assert result.stderr.startswith("health: ") and health.USAGE in result.stderr
 
 
-def test_health_imports_no_http_or_xmlrpc_client() -> None:
-    """PID 1 imports it for sd_notify, the HEALTHCHECK runs it every few seconds: both keep it lean."""
-    heavy = ("http", "xmlrpc", "email", "ssl", "concurrent", "psutil", "supervisor")
+def test_health_imports_no_http_or_xmlrpc_client_nor_a_name_resolver(run_dir: Path) -> None:
+    """PID 1 imports it for sd_notify, the HEALTHCHECK runs it every few seconds: both keep it lean,
+    also once a probe was asked (connecting to an address needs no resolver and no IDNA codec)."""
+    heavy = ("http", "xmlrpc", "email", "ssl", "concurrent", "psutil", "supervisor", "encodings.idna")
     code = (
-        "import sys; import entrypoint.tools.health; "
-        f"print([name for name in sys.modules if name.split('.')[0] in {heavy!r}])"
+        "import sys; from entrypoint.tools import health; "
+        f"print(health.check({str(run_dir)!r}, 'gateway', {free_port()}, 'live', 1.0)[1]); "
+        f"print([name for name in sys.modules if name in {heavy!r} or name.split('.')[0] in {heavy!r}])"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -290,4 +292,6 @@ def test_health_imports_no_http_or_xmlrpc_client() -> None:
         capture_output=True,
         text=True,
     )
-    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    asked, imported = result.stdout.splitlines()
+    assert "closed (not listening)" in asked, result.stderr
+    assert imported == "[]", result.stdout + result.stderr

@@ -89,6 +89,27 @@ def test_status_reports_the_program_tree_and_the_guard(tmp_path: Path) -> None:
     assert "warning (ownership): chown failed" in text
 
 
+def test_status_measures_the_pid_supervisord_gives_when_the_guard_s_is_stale(tmp_path: Path) -> None:
+    # The guard wrote a pid that is gone (the program restarted since); supervisord knows the new one.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "crashguard.json").write_text(
+        json.dumps({"program": "gateway", "state": "running", "pid": gone.pid, "exits": []})
+    )
+    tree = subprocess.Popen(["sleep", "30"])
+    try:
+        with fake_supervisor(str(tmp_path)) as fake:
+            fake.info = {"statename": "RUNNING", "pid": tree.pid, "start": 1000, "now": 1010}
+            out = io.StringIO()
+            assert status.main(settings(tmp_path, free_port()), "gateway", as_json=True, out=out) == 0
+    finally:
+        tree.kill()
+        tree.wait()
+    data = json.loads(out.getvalue())
+    assert data["program"]["pid"] == tree.pid
+    assert data["resources"]["processes"] == 1 and data["resources"]["rss_bytes"] > 0
+
+
 def test_status_of_a_held_program_says_how_to_leave_hold(tmp_path: Path) -> None:
     (tmp_path / "crashguard.json").write_text(
         json.dumps({"program": "gateway", "state": "held", "held_reason": "crash loop: 5 exits", "exits": []})
