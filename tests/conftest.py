@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +174,21 @@ class InitRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+        )
+
+    def tool(
+        self, *args: str, under: Sequence[str] = (), pid1: bool = False, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """The init as a tool or a one-off command whose output the test reads as it is (`run`
+        parses a boot's lines); `under` goes in front of it: setpriv, a shell that ignores signals,
+        a namespace of the test's own."""
+        return subprocess.run(
+            [*under, *self.command(*args, pid1=pid1)],
+            env=self.env(**env),
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def run(self, *args: str, pid1: bool = True, timeout: float = 60, **env: str) -> InitResult:

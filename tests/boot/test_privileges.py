@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import shutil
 import subprocess
@@ -91,8 +92,6 @@ def test_bad_user_spec_exits_78_with_one_json_line(init: InitRunner, spec: str) 
 
 
 def test_dirs_are_created_owned_by_the_target_user(init: InitRunner, test_user: pwd.struct_passwd) -> None:
-    import os
-
     result = init.run("true", MOLTBOT_USER=test_user.pw_name)
     assert result.returncode == 0
     for name in ("state", "workspace", "run"):
@@ -103,24 +102,11 @@ def test_dirs_are_created_owned_by_the_target_user(init: InitRunner, test_user: 
 def test_started_non_root_skips_the_drop_and_warns_about_unwritable_dirs(
     init: InitRunner, test_user: pwd.struct_passwd
 ) -> None:
-    import os
-
     for name in ("state", "workspace", "run"):
         (init.box / name).mkdir()
     os.chown(init.box / "run", test_user.pw_uid, test_user.pw_gid)
     command = ["setpriv", f"--reuid={test_user.pw_uid}", f"--regid={test_user.pw_gid}", "--init-groups"]
-    import subprocess
-
-    from tests.conftest import parse_lines
-
-    completed = subprocess.run(
-        [*command, *init.command("id", "-u", pid1=False)],
-        env=init.env(),
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = init.tool("id", "-u", under=command)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == str(test_user.pw_uid)
     lines = parse_lines(completed.stderr)
@@ -134,8 +120,6 @@ def test_started_non_root_skips_the_drop_and_warns_about_unwritable_dirs(
 def test_legacy_state_renamed_into_the_state_dir_ends_up_owned_by_the_user(
     init: InitRunner, test_user: pwd.struct_passwd
 ) -> None:
-    import os
-
     legacy = init.box / "legacy"
     (legacy / "cron").mkdir(parents=True)
     (legacy / "cron" / "jobs.json").write_text("{}")
@@ -162,14 +146,7 @@ def _run_root_without_capabilities(
     unshare itself needs CAP_SYS_ADMIN)."""
     drop = ",".join(f"-{cap}" for cap in caps_to_drop)
     setpriv = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--"]
-    return subprocess.run(
-        [*PID_NAMESPACE, *setpriv, *init.command("true", pid1=False)],
-        env=init.env(MOLTBOT_USER=user),
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return init.tool("true", under=[*PID_NAMESPACE, *setpriv], MOLTBOT_USER=user)
 
 
 def test_without_setuid_and_setgid_the_boot_refuses_with_one_line_naming_them_before_touching_volumes(

@@ -197,6 +197,24 @@ def container_logs(container: str) -> list[LogLine]:
     return lines
 
 
+def write_legacy_state(root: Path, config: str, *, photo_kib: int, cron: bool = False) -> None:
+    """A legacy state dir as a clawdbot user brings it, into the existing `root`: its config
+    (`clawdbot.json`) and credentials at 0600, a photo, notes, a relative link, and, with `cron`,
+    the job list that the gateway moves into its own store at start."""
+    (root / "credentials").mkdir(mode=0o700)
+    (root / "media" / "inbound").mkdir(parents=True)
+    (root / "clawdbot.json").write_text(config)
+    (root / "credentials" / "e2e.json").write_text('{"provider": "e2e", "refresh": "not-a-secret"}\n')
+    (root / "media" / "inbound" / "photo.bin").write_bytes(bytes(range(256)) * 4 * photo_kib)
+    (root / "NOTES.md").write_text("kept from the clawdbot days\n")
+    (root / "latest-photo").symlink_to("media/inbound/photo.bin")
+    if cron:
+        (root / "cron").mkdir()
+        (root / "cron" / "jobs.json").write_text('{"version":1,"jobs":[]}\n')
+    for secret in ("clawdbot.json", "credentials/e2e.json"):
+        (root / secret).chmod(0o600)
+
+
 def manifest(root: Path) -> dict[str, tuple[Any, ...]]:
     """Everything about a host tree that must not change: type, mode, owner, size, content, mtime."""
     entries: dict[str, tuple[Any, ...]] = {}

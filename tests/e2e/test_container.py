@@ -28,6 +28,7 @@ from tests.e2e.harness import (
     docker,
     manifest,
     throwaway,
+    write_legacy_state,
 )
 
 pytestmark = pytest.mark.e2e
@@ -179,26 +180,11 @@ def test_root_filled_state_volume_is_repaired_and_gateway_starts(stack: Stack, e
 # -- 4: the seed's EBUSY ----------------------------------------------------------------------------
 
 
-def _legacy_tree(root: Path) -> None:
-    """Legacy state the gateway accepts (it refuses, e.g., a device identity it cannot read, and
-    moves some files into its own stores at start: cron/jobs.json goes into SQLite)."""
-    (root / "credentials").mkdir(mode=0o700)
-    (root / "cron").mkdir()
-    (root / "media" / "inbound").mkdir(parents=True)
-    (root / "clawdbot.json").write_text(MARKER_CONFIG)
-    (root / "credentials" / "e2e.json").write_text('{"provider": "e2e", "refresh": "not-a-secret"}\n')
-    (root / "cron" / "jobs.json").write_text('{"version":1,"jobs":[]}\n')
-    (root / "media" / "inbound" / "photo.bin").write_bytes(bytes(range(256)) * 64)
-    (root / "NOTES.md").write_text("kept from the clawdbot days\n")
-    (root / "latest-photo").symlink_to("media/inbound/photo.bin")
-    for secret in ("clawdbot.json", "credentials/e2e.json"):
-        (root / secret).chmod(0o600)
-
-
 def test_bind_mounted_legacy_dir_is_migrated_once_and_left_unchanged(stack: Stack, host_dir: Path) -> None:
     legacy = host_dir / "clawdbot"
     legacy.mkdir(mode=0o755)
-    _legacy_tree(legacy)
+    # Legacy state the gateway accepts (it refuses, e.g., a device identity it cannot read).
+    write_legacy_state(legacy, MARKER_CONFIG, photo_kib=16, cron=True)
     before = manifest(legacy)
     # The legacy dir is a mount point in the container: the gateway's own rename of it gave users
     # EBUSY; the init's rename into the data volume (another mount) is refused with EXDEV.

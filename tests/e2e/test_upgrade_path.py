@@ -27,6 +27,7 @@ from tests.e2e.harness import (
     Stack,
     manifest,
     throwaway,
+    write_legacy_state,
 )
 
 pytestmark = pytest.mark.e2e
@@ -46,17 +47,10 @@ RESTARTS = 3
 
 def legacy_tree(root: Path) -> None:
     """Legacy state the gateways leave alone once migrated (they move some files into their own
-    stores at start, e.g. cron/jobs.json, and those would not compare byte for byte)."""
+    stores at start, e.g. cron/jobs.json, and those would not compare byte for byte), the host
+    user's."""
     root.mkdir(mode=0o700)
-    (root / "credentials").mkdir(mode=0o700)
-    (root / "media" / "inbound").mkdir(parents=True)
-    (root / "clawdbot.json").write_text(LEGACY_CONFIG)
-    (root / "credentials" / "e2e.json").write_text('{"provider": "e2e", "refresh": "not-a-secret"}\n')
-    (root / "media" / "inbound" / "photo.bin").write_bytes(bytes(range(256)) * 256)
-    (root / "NOTES.md").write_text("kept from the clawdbot days\n")
-    (root / "latest-photo").symlink_to("media/inbound/photo.bin")
-    for secret in ("clawdbot.json", "credentials/e2e.json"):
-        (root / secret).chmod(0o600)
+    write_legacy_state(root, LEGACY_CONFIG, photo_kib=64)
     for path in [root, *root.rglob("*")]:
         os.lchown(path, HOST_UID, HOST_GID)
 

@@ -152,14 +152,7 @@ def test_child_starts_with_no_blocked_and_no_ignored_signal(init: InitRunner) ->
 def test_signals_ignored_by_whoever_started_the_init_stay_ignored_in_the_child(init: InitRunner) -> None:
     """As tini and gosu do: a `nohup` (SIGHUP ignored) in front of the init reaches the child."""
     ignoring = ["sh", "-c", 'trap "" HUP TERM; exec "$@"', "sh"]
-    completed = subprocess.run(
-        [*ignoring, *init.command("grep", "^SigIgn", "/proc/self/status")],
-        env=init.env(),
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = init.tool("grep", "^SigIgn", "/proc/self/status", under=ignoring, pid1=True)
     assert completed.returncode == 0, completed.stderr
     ignored = int(completed.stdout.split()[1], 16)
     assert ignored == (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGTERM - 1)), hex(ignored)

@@ -173,14 +173,7 @@ def supervisorctl(
     init: InitRunner, *args: str, user: pwd.struct_passwd | None = None
 ) -> subprocess.CompletedProcess:
     prefix = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"] if user else []
-    return subprocess.run(
-        [*prefix, *init.command("supervisorctl", *args, pid1=False)],
-        env=init.env(),
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return init.tool("supervisorctl", *args, under=prefix, timeout=30)
 
 
 def test_supervisorctl_works_for_root_and_the_target_user_and_nobody_else(
@@ -244,14 +237,7 @@ def gateway_process(running: Supervised) -> psutil.Process:
 def health(init: InitRunner, running: Supervised, *args: str) -> tuple[int, str, float]:
     """`<init> health ARGS` as the HEALTHCHECK runs it: exit code, its one line, seconds taken."""
     started = time.monotonic()
-    result = subprocess.run(
-        init.command("health", *args, pid1=False),
-        env=init.env(MOLTBOT_GATEWAY_PORT=str(running.port)),
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = init.tool("health", *args, timeout=30, MOLTBOT_GATEWAY_PORT=str(running.port))
     assert result.stderr == "" and result.stdout.count("\n") == 1, result
     return result.returncode, result.stdout.strip(), time.monotonic() - started
 
@@ -283,13 +269,7 @@ def test_health_follows_the_gateway_s_probes_and_fails_while_it_is_stuck(init: I
             f"failing: port {running.port} accepts connections but gave no answer to /healthz within 1s"
         )
         assert health(init, running)[0] == 0
-        status = subprocess.run(
-            init.command("status", "--json", pid1=False),
-            env=init.env(MOLTBOT_GATEWAY_PORT=str(running.port)),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        status = init.tool("status", "--json", timeout=30, MOLTBOT_GATEWAY_PORT=str(running.port))
         probes = json.loads(status.stdout)["health"]
         running.stop()
     assert probes["ok"] and probes["startup"]["ok"] and probes["ready"]["ok"], probes
