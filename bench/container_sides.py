@@ -228,8 +228,17 @@ def label(process: dict[str, Any]) -> str:
 
 
 def memory(found: list[dict[str, Any]]) -> dict[str, Any]:
-    """The init's side (every process that is not node) and the gateway's, RSS and PSS."""
-    init_side = [process for process in found if not is_node(process)]
+    """The init's side (PID 1 and every process below it that is not node) and the gateway's, RSS
+    and PSS. A process `docker exec` started (a HEALTHCHECK probe caught mid-flight) is neither."""
+    below = {process["ppid"]: [] for process in found}
+    for process in found:
+        below[process["ppid"]].append(process)
+    resident, pending = [], [process for process in found if process["pid"] == 1]
+    while pending:
+        process = pending.pop()
+        resident.append(process)
+        pending.extend(below.get(process["pid"], ()))
+    init_side = [process for process in resident if not is_node(process)]
     gateway_side = [process for process in found if is_node(process)]
     return {
         "init": [
@@ -292,6 +301,20 @@ def tools_latency(name: str, calls: int = 5) -> dict[str, float]:
     return {tool: round(statistics.median(values[1:]) / 1000, 1) for tool, values in times.items()}
 
 
+def settle(pid1_host_pid: int, idle_cpus: float = 0.05, limit_s: float = 60.0) -> float | None:
+    """Wait until the container uses less than `idle_cpus` over a second (its cgroup's CPU time),
+    `limit_s` at most; seconds waited, or None when it never settled."""
+    began = time.monotonic()
+    used = cgroup_cpu_s(pid1_host_pid)
+    while used is not None and time.monotonic() - began < limit_s:
+        time.sleep(1.0)
+        now = cgroup_cpu_s(pid1_host_pid)
+        if now is None or now - used < idle_cpus:
+            return round(time.monotonic() - began, 1)
+        used = now
+    return None
+
+
 def timed_stop(name: str, gateway_host_pid: int) -> dict[str, Any]:
     """`docker stop`: its wall time, the exit code, and the gateway's own part (its `received
     SIGTERM` line to its process' exit, seen in the host's /proc)."""
@@ -347,6 +370,10 @@ def measure(side: Side, name: str, network: str, restart: bool) -> dict[str, Any
         )
         if side.init:
             result["spawn_ms"] = spawn_timeline(name, began)
+            # Right after "ready", while the gateway still stages its Control UI and loads its
+            # sidecars (both CPUs busy), then once it has settled, as an operator finds it.
+            result["tools_busy_ms"] = tools_latency(name)
+            result["settled_s"] = settle(pid1["host_pid"])
             result["tools_ms"] = tools_latency(name)
         # What the rest of the machine used meanwhile, in CPUs (docker's own work included).
         own = cgroup_cpu_s(pid1["host_pid"])
