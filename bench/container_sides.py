@@ -289,7 +289,7 @@ done
 """
 
 
-def tools_latency(name: str, calls: int = 5) -> dict[str, float]:
+def tools_latency(name: str, calls: int = 10) -> dict[str, float]:
     """Median wall time of `moltbot-init status` and `health` inside the container, in ms: one
     call first (a warm page cache), then `calls` measured ones (each includes ~1 ms of `date`)."""
     out = docker("exec", name, "sh", "-c", TOOLS_SCRIPT.format(calls=calls), check=True, timeout=300).stdout

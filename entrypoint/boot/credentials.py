@@ -31,7 +31,7 @@ def _read(path: str) -> str | None:
 def _generate(path: str) -> str:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     # secrets.token_urlsafe(32), spelled out: the same 32 bytes of os.urandom, base64url without
-    # padding, without importing `secrets` (random, hmac and OpenSSL's libcrypto) into PID 1.
+    # padding, without importing `secrets` (random, hmac, hashlib) into PID 1 for the rest of its life.
     value = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
     # O_EXCL: two boots racing (or a file appearing meanwhile) never overwrite a token in use.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
