@@ -12,7 +12,6 @@ import ctypes
 import errno
 import os
 import re
-import shutil
 import stat
 from collections.abc import Iterable, Iterator
 
@@ -89,6 +88,10 @@ def remove(name: str, dir_fd: int) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(seen.st_mode):
+        # Imported here: shutil brings bz2 and lzma (their libraries) into PID 1 for its life,
+        # for a tree only a migration ever removes.
+        import shutil
+
         shutil.rmtree(name, dir_fd=dir_fd)
     else:
         os.unlink(name, dir_fd=dir_fd)

@@ -25,14 +25,16 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...common import log
 from ...common.fsops import DIR_FLAGS, walk_to
 from ...common.plans import StopFlag
 from .context import Interrupted, Owner, SourceError, from_source, logger
 from .journal import PART_SUFFIX
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 PROGRESS_INTERVAL_S = 2.0
 # Regular files are copied by a small pool: copy_file_range releases the GIL, and with a cold page
@@ -69,7 +71,11 @@ class Copier:
         # A file with several names is copied only when it is the legacy dir's owner's or the
         # target user's: another user's (a link planted to /etc/shadow) would hand its content over.
         self.trusted_uids = {source_uid, owner.uid}
-        # One worker would only add a hand-off per file: the calling thread copies then.
+        # One worker would only add a hand-off per file: the calling thread copies then. Imported
+        # here, as the pool is made: PID 1 keeps what it imports for its life (and supervisord's
+        # process inherits it), and most boots have nothing to copy.
+        from concurrent.futures import ThreadPoolExecutor
+
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="migration") if WORKERS > 1 else None
         self.entries = 0
         self.bytes = 0
@@ -131,6 +137,8 @@ class Copier:
     def copy_all(self, src: int, dst: int, entries: list[tuple[str, str, str]]) -> None:
         """Copy each (name, copy's name, relative path) of `src` into `dst`, queued files included:
         everything is complete (or has failed) when this returns."""
+        from concurrent.futures import wait  # loaded with the pool (see __init__)
+
         pending: list[Future[None]] = []
         try:
             for name, dst_name, rel in entries:
