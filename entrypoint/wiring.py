@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from moltbot import profile
@@ -300,8 +301,9 @@ def _boot_plan(generation: profile.Generation, loaded: settings.Settings, progra
 
 def boot(args: tuple[str, ...]) -> int:
     """The container's start: read the settings, run the boot's phases, then live as PID 1."""
-    from .boot import pipeline
-    from .common.report import PhaseResult
+    # Imported before supervisord's process is forked (the run dir's contracts it shares with the
+    # crash guard among them): both processes share their pages.
+    from .boot import privileges
     from .pid1 import modes, notify, reaper, supervisord
 
     started = time.monotonic()
@@ -312,8 +314,18 @@ def boot(args: tuple[str, ...]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: stop.set(number))
     loaded = _settings()
-    generation = _installed_generation()
     supervise = not args or args[0] == "gateway" or args[0].startswith("-")
+    launch = supervisord.Launch(lambda config: _serve_supervisord(["-c", config]), _self_command())
+    if supervise and reaper.alone():
+        # Before the boot's modules are imported: supervisord's process imports its own on another
+        # CPU while PID 1 boots, and never holds the boot's (a boot that ends the container ends it).
+        log.load_serializer()  # both write lines
+        become = partial(privileges.become, loaded.user) if loaded.started_as_root else lambda: True
+        launch = replace(launch, standby=supervisord.Standby.fork(launch.serve, become, ignored))
+    from .boot import pipeline
+    from .common.report import PhaseResult
+
+    generation = _installed_generation()
     program = _program(generation, loaded, args, supervise)
     heap: dict[str, Any] = {}
     if supervise:
@@ -347,7 +359,6 @@ def boot(args: tuple[str, ...]) -> int:
     )
     if booted.exit_code is not None:
         return booted.exit_code
-    launch = supervisord.Launch(lambda config: _serve_supervisord(["-c", config]), _self_command())
     plan = modes.Pid1Plan(loaded, mode, __version__, started, launch, ignored, _guard_plan(loaded))
     return modes.run(plan, booted.program, booted.phases, stop, readiness)
 

@@ -14,7 +14,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,35 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def service_manager(on_message: Callable[[str], None]) -> Iterator[str]:
+    """A service manager's sd_notify socket (abstract, as podman's and systemd's may be): yields
+    the NOTIFY_SOCKET to give the init; each message goes to `on_message`, from a thread, until
+    the block ends."""
+    name = f"init-notify-{uuid.uuid4().hex}"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind("\0" + name)
+    receiver.settimeout(0.2)
+    done = threading.Event()
+
+    def receive() -> None:
+        while not done.is_set():
+            try:
+                message = receiver.recv(4096).decode()
+            except TimeoutError:
+                continue
+            on_message(message)
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    try:
+        yield "@" + name
+    finally:
+        done.set()
+        thread.join(5)
+        receiver.close()
 
 
 class Supervised:

@@ -74,6 +74,16 @@ def drop(user: TargetUser) -> PhaseResult:
     return recorder.result()
 
 
+def become(user: TargetUser) -> bool:
+    """`drop` for a process that reports nothing (supervisord's standby, forked at the boot's
+    start): whether it held. Where it fails, the boot's own `drop` fails the same way, and says so."""
+    try:
+        drop(user)
+    except (PrivilegeDropError, OSError):
+        return False
+    return True
+
+
 def check_access(user: TargetUser, directories: tuple[str, ...]) -> PhaseResult:
     """Started non-root: nothing to drop or repair; say plainly what the user cannot write."""
     recorder = PhaseRecorder("privileges")

@@ -88,8 +88,8 @@ def remove(name: str, dir_fd: int) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(seen.st_mode):
-        # Imported here: shutil brings bz2 and lzma (their libraries) into PID 1 for its life,
-        # for a tree only a migration ever removes.
+        # Imported here: shutil (and what it imports: fnmatch, bz2 and lzma where they are) would
+        # stay in PID 1 for its life, for a tree only a migration ever removes.
         import shutil
 
         shutil.rmtree(name, dir_fd=dir_fd)

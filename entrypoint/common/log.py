@@ -46,6 +46,12 @@ class _LineFormatter(logging.Formatter):
         return self._json.format(record)
 
 
+def load_serializer() -> None:
+    """Import python-json-logger now rather than with the first line: a process about to fork a
+    child that writes lines too, so that both share its pages instead of importing it twice."""
+    import pythonjsonlogger.json  # noqa: F401
+
+
 def _json_formatter() -> logging.Formatter:
     from pythonjsonlogger.json import JsonFormatter
 

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +44,10 @@ class Ran:
 
 
 def run(argv: tuple[str, ...], timeout_s: float) -> Ran:
+    # Imported at the first call: supervisord's process keeps what it imports for its whole life,
+    # and most never see a clean exit of the program.
+    import subprocess
+
     try:
         process = subprocess.Popen(
             argv,

@@ -54,6 +54,11 @@ def ignored_at_start() -> frozenset[int]:
     )
 
 
+def current_mask() -> set[int]:
+    """The signals blocked now (before `block_signals`: the mask we were started with)."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
 def block_signals() -> set[int]:
     """Block every catchable signal; return the mask to give back to children."""
     return signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)

@@ -1,13 +1,16 @@
 """Supervise mode: render a supervisord config into the run dir and run supervisord as our child.
 
 Who runs it: the init as PID 1, as the target user, after the boot (`render`, `run`, the stop
-deadline); `serve` and the waker it starts run inside supervisord's process, as the target user.
+deadline), and as root at the boot's start (`Standby.fork`, after the settings are read); the
+standby, `serve` and the waker it starts run inside supervisord's process, as the target user.
 
 supervisord gives operators `supervisorctl` and process-group stops; the restart policy is not
 its own (`autorestart=false`): the crash guard, loaded into supervisord's process from its config
 (`crashguard/plugin`), owns it, because supervisord alone restarts a long-running crasher forever
-and gives up on instant ones by racing its 1 s loop. supervisord runs in a child forked from PID 1,
-which has every module it needs loaded already: this program is not started a second time.
+and gives up on instant ones by racing its 1 s loop. supervisord runs in a child forked from PID 1:
+this program is not started a second time. The child is forked at the start of the boot (a
+`Standby`): it becomes the target user at once, imports supervisord and the crash guard while
+PID 1 boots, then waits for its orders (the config, the environment) once the boot is done.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
+import json
 import os
 import shlex
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..common import log, rundir
@@ -37,19 +42,130 @@ CRASH_GUARD_FACTORY = f"{__package__.rpartition('.')[0]}.crashguard.plugin:make_
 _PR_SET_NAME = 15
 # Past the program's own stop timeout, how long supervisord gets to finish before we kill it.
 _SUPERVISOR_GRACE_S = 3.0
+# What supervisord's process imports before it can start the program: supervisord, the parts it
+# imports as its config is read and its servers made, and the interfaces its config names.
+_SUPERVISORD_MODULES = (
+    "supervisor.supervisord",
+    "supervisor.rpcinterface",
+    "supervisor.process",
+    "supervisor.web",
+    RPC_INTERFACE_FACTORY.partition(":")[0],
+    CRASH_GUARD_FACTORY.partition(":")[0],
+)
+# A standby is ready within a fraction of a second of its fork; one that is not after this long is
+# stuck (a machine that stalls it this long stalls everything): PID 1 makes supervisord's process
+# without it.
+_READY_TIMEOUT_S = 10.0
+_READY = b"r"
 # The signals operators send to PID 1 that supervisord has a meaning for.
 FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
+# A standby that could not become the user or import supervisord (PID 1 forks supervisord's
+# process again after the boot).
+EXIT_STANDBY_FAILED = 70
+
+
+class Standby:
+    """supervisord's process, forked by PID 1 at the start of the boot, before the boot's own
+    modules are imported: it becomes the target user at once, then imports what supervisord and the
+    crash guard run on while PID 1 boots (on another CPU, and without the boot's modules in its
+    memory), then waits for its orders. PID 1 gives them once the boot is done (`hand_over`). When
+    the boot ends the container instead, PID 1's exit closes its side of their socket, and the
+    standby, reading the end of file, ends without a word.
+
+    On a socket pair: the standby says it is ready (one byte, once its imports are done; its end
+    closed instead when it cannot go on), then PID 1 sends its orders, one JSON object: the config's
+    path and supervisord's environment (the program's, with its token: it never touches a file)."""
+
+    def __init__(self, pid: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self._channel: socket.socket | None = channel
+
+    @classmethod
+    def fork(
+        cls, serve: Callable[[str], int], become_user: Callable[[], bool], ignored: frozenset[int]
+    ) -> Standby | None:
+        """Fork the standby; `become_user()` is its first step (False: it cannot, and ends). None
+        when the kernel refuses the fork now (EAGAIN: a pids limit): PID 1 forks after the boot."""
+        ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        os.set_inheritable(its.fileno(), True)  # the fork closes what an exec would close
+        # Neither process' cyclic collector walks what they share from here on: a full
+        # collection writes to every object it visits, and each page written is copied.
+        gc.freeze()
+        mask = reaper.current_mask()
+        with its:
+            try:
+                pid = reaper.fork(
+                    lambda: _stand_by(its, serve, become_user), dict(os.environ), "/", mask, ignored
+                )
+            except OSError:
+                ours.close()
+                return None
+        return cls(pid, ours)
+
+    def hand_over(self, env: Mapping[str, str], config: str) -> bool:
+        """Wait until the standby is ready, then give it its orders; False when it ended without
+        being ready (it could not become the user, or import) or is stuck (it is then ended)."""
+        if self._channel is None:
+            return False
+        orders = json.dumps({"config": config, "env": dict(env)}).encode()
+        try:
+            self._channel.settimeout(_READY_TIMEOUT_S)
+            if self._channel.recv(1) != _READY:
+                raise ConnectionResetError("the standby ended")
+            self._channel.sendall(orders)
+        except OSError:  # a timeout too
+            self.cancel()
+            return False
+        self._channel.close()  # its end of file: the orders are complete
+        self._channel = None
+        return True
+
+    def cancel(self) -> None:
+        """End a standby that got no orders, now (a no-op once it got them)."""
+        if self._channel is None:
+            return
+        self._channel.close()
+        self._channel = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)  # it holds nothing yet: no file, no child
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _stand_by(channel: socket.socket, serve: Callable[[str], int], become_user: Callable[[], bool]) -> int:
+    """The standby's life (in the forked child): the user, the imports, the orders, supervisord."""
+    try:
+        if not become_user():
+            return EXIT_STANDBY_FAILED
+        for name in _SUPERVISORD_MODULES:
+            importlib.import_module(name)
+    except Exception:  # PID 1 then makes supervisord's process after the boot, which meets the
+        # same fault (a user that cannot read the program) where the boot reports it
+        return EXIT_STANDBY_FAILED
+    try:
+        with channel:
+            channel.sendall(_READY)
+            received = b"".join(iter(lambda: channel.recv(65536), b""))
+    except OSError:  # PID 1 ended it meanwhile
+        return 0
+    if not received:
+        return 0  # cancelled: the boot ended the container
+    orders = json.loads(received)
+    os.environ.clear()  # unsetenv too: the program supervisord starts sees only these
+    os.environ.update(orders["env"])
+    return serve(orders["config"])
 
 
 @dataclass(frozen=True)
 class Launch:
-    """How supervisord's process is made: a child forked from PID 1 that runs `serve(config)`
-    (supervisord's main, with the waker and the crash guard in its process), or, where a fork is
-    not safe, this same program exec'd again as `<command> supervisord -c CONFIG`, which serves
-    the same way."""
+    """How supervisord's process is made: the standby forked at the boot's start, given its orders;
+    else a child forked from PID 1 now; both run `serve(config)` (supervisord's main, with the waker
+    and the crash guard in its process). Where a fork is not safe, this same program is exec'd again
+    as `<command> supervisord -c CONFIG`, which serves the same way."""
 
     serve: Callable[[str], int]
     command: tuple[str, ...]
+    standby: Standby | None = None
 
 
 @dataclass(frozen=True)
@@ -259,10 +375,10 @@ def run(
     tick: Callable[[float], None],
 ) -> int:
     """Run supervisord (already configured) until it exits; return the init's exit code."""
-    if reaper.alone():
-        # Neither process' cyclic collector walks what they share from here on: a full
-        # collection writes to every object it visits, and each page written is copied.
-        gc.freeze()
+    if launch.standby is not None and launch.standby.hand_over(program.env, layout.config):
+        pid, how = launch.standby.pid, "standby"
+    elif reaper.alone():
+        gc.freeze()  # as `Standby.fork` does
         pid = reaper.fork(lambda: launch.serve(layout.config), program.env, "/", original_mask, ignored)
         how = "fork"
     else:  # a thread of the boot is still alive (the fork would copy its locks, held or not)

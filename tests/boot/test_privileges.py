@@ -140,20 +140,26 @@ PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
 
 
 def _run_root_without_capabilities(
-    init: InitRunner, user: str, *caps_to_drop: str
+    init: InitRunner, user: str, *caps_to_drop: str, command: tuple[str, ...] = ("true",)
 ) -> subprocess.CompletedProcess[str]:
     """The init as PID 1, root, with `caps_to_drop` gone (setpriv runs inside the new namespace:
     unshare itself needs CAP_SYS_ADMIN)."""
     drop = ",".join(f"-{cap}" for cap in caps_to_drop)
     setpriv = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--"]
-    return init.tool("true", under=[*PID_NAMESPACE, *setpriv], MOLTBOT_USER=user)
+    return init.tool(*command, under=[*PID_NAMESPACE, *setpriv], MOLTBOT_USER=user)
 
 
+# A one-off command, and the gateway supervised: supervisord's process is then forked at the start
+# of the boot, and cannot become the user either; it ends without a word.
+COMMANDS = pytest.mark.parametrize("command", [("true",), ()], ids=["one-off", "supervised"])
+
+
+@COMMANDS
 def test_without_setuid_and_setgid_the_boot_refuses_with_one_line_naming_them_before_touching_volumes(
-    init: InitRunner, test_user: pwd.struct_passwd
+    init: InitRunner, test_user: pwd.struct_passwd, command: tuple[str, ...]
 ) -> None:
     """`--cap-drop ALL`: not a bare EPERM after the repairs, but exit 78 and what to do."""
-    completed = _run_root_without_capabilities(init, test_user.pw_name, "all")
+    completed = _run_root_without_capabilities(init, test_user.pw_name, "all", command=command)
     assert completed.returncode == 78, completed.stderr
     [line] = parse_lines(completed.stderr)
     assert line["event"] == "capabilities_missing" and line["level"] == "error"
@@ -171,8 +177,9 @@ def test_missing_repair_capabilities_alone_do_not_stop_the_boot(
     assert not [line for line in parse_lines(completed.stderr) if line["event"] == "capabilities_missing"]
 
 
+@COMMANDS
 def test_an_interpreter_the_target_user_cannot_read_is_refused_with_one_line_naming_it(
-    init: InitRunner, test_user: pwd.struct_passwd, tmp_path: Path
+    init: InitRunner, test_user: pwd.struct_passwd, tmp_path: Path, command: tuple[str, ...]
 ) -> None:
     """The init installed under /root (mode 0700): refused as root, before the drop, never a crash
     with "unknown encoding" after it."""
@@ -191,7 +198,7 @@ def test_an_interpreter_the_target_user_cannot_read_is_refused_with_one_line_nam
             init.python,
             "-m",
             "entrypoint",
-            "true",
+            *command,
         ],
         env=init.env(MOLTBOT_USER=test_user.pw_name, PYTHONPATH=str(private)),
         cwd="/",

@@ -12,9 +12,7 @@ import json
 import os
 import pwd
 import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 
 from entrypoint.common import ledger, rundir
 from entrypoint.tools import health
-from tests.supervised import Supervised, epoch, free_port, policy_env, standin
+from tests.supervised import Supervised, epoch, free_port, policy_env, service_manager, standin
 
 pytestmark = pytest.mark.pid1
 
@@ -291,29 +289,13 @@ def test_repeated_failed_boots_start_the_next_boot_in_hold(
 
 def test_sd_notify_order_and_ready_only_once_the_port_is_open(supervised: Start, box: Path) -> None:
     port = free_port()
-    name = f"init-notify-{uuid.uuid4().hex}"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind("\0" + name)
-    receiver.settimeout(0.2)
     received: list[tuple[str, bool]] = []  # (message, port open when it arrived)
-    done = threading.Event()
-
-    def receive() -> None:
-        while not done.is_set():
-            try:
-                message = receiver.recv(4096).decode()
-            except TimeoutError:
-                continue
-            received.append((message, accepts(port)))
-
-    thread = threading.Thread(target=receive, daemon=True)
-    thread.start()
     env_file = box / "gateway-env.json"
-    try:
+    with service_manager(lambda message: received.append((message, accepts(port)))) as notify_socket:
         run = supervised(
             standin("healthy", "--port", port, "--ready-after", 3, "--env-file", env_file),
             MOLTBOT_GATEWAY_PORT=str(port),
-            NOTIFY_SOCKET="@" + name,
+            NOTIFY_SOCKET=notify_socket,
             WATCHDOG_USEC="2000000",
         )
         wait_health(run, port, True)
@@ -322,10 +304,6 @@ def test_sd_notify_order_and_ready_only_once_the_port_is_open(supervised: Start,
             time.sleep(0.1)
         assert run.terminate() == 0
         time.sleep(0.5)
-    finally:
-        done.set()
-        thread.join(5)
-        receiver.close()
     messages = [message for message, _ in received]
     assert messages.count("READY=1") == 1
     ready = messages.index("READY=1")

@@ -9,9 +9,7 @@ import signal
 import socket
 import stat
 import subprocess
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,14 +21,9 @@ import pytest
 from entrypoint.tools import health as tools_health
 from tests.conftest import ROOT_BOOT_PHASES, InitRunner, kill_namespace, namespace_init_pid, parse_lines
 from tests.pid1.test_run_mode import wait_for_file
+from tests.supervised import free_port, service_manager
 
 pytestmark = pytest.mark.pid1
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -206,11 +199,12 @@ def test_supervisord_is_forked_with_the_crash_guard_in_it_and_all_run_as_the_tar
         wait_until("the crash guard says running", lambda: '"running"' in _text(state))
         guard = json.loads(state.read_text())
         _, _, stderr = running.stop()
-    # The init, supervisord (forked from it: the program is not started again) and the gateway.
+    # The init, supervisord (forked from it at the boot's start, a standby given its orders once
+    # the boot was done: the program is not started again) and the gateway.
     assert len(tree) == 3, names
     assert set(uids.values()) == {(test_user.pw_uid,) * 3}
     started = next(line for line in parse_lines(stderr) if line["event"] == "supervisor_started")
-    assert started["how"] == "fork"
+    assert started["how"] == "standby"
     # `ps` tells supervisord from the init by its name, though both are this program.
     assert comms[1] == "supervisord", comms
     # The crash guard is alive, a thread of supervisord's process: it wrote the gateway's state.
@@ -276,37 +270,25 @@ def test_health_follows_the_gateway_s_probes_and_fails_while_it_is_stuck(init: I
 
 
 def test_sd_notify_ready_once_started_status_before_watchdog_only_while_live(init: InitRunner) -> None:
-    name = f"init-notify-{uuid.uuid4().hex}"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind("\0" + name)
-    receiver.settimeout(0.2)
     received: list[tuple[float, str, bool | None]] = []  # (when, message, started when READY came)
-    done = threading.Event()
     port = free_port()
 
-    def receive() -> None:
-        while not done.is_set():
-            try:
-                message = receiver.recv(4096).decode()
-            except TimeoutError:
-                continue
-            started = None
-            if message == "READY=1":
-                started = tools_health.check(str(init.box / "run"), "gateway", port, "startup", 1.0)[0]
-            received.append((time.monotonic(), message, started))
+    def receive(message: str) -> None:
+        started = None
+        if message == "READY=1":
+            started = tools_health.check(str(init.box / "run"), "gateway", port, "startup", 1.0)[0]
+        received.append((time.monotonic(), message, started))
 
     def watchdogs() -> list[float]:
         return [when for when, message, _ in received if message == "WATCHDOG=1"]
 
-    thread = threading.Thread(target=receive, daemon=True)
-    thread.start()
-    try:
+    with service_manager(receive) as notify_socket:
         with supervised(
             init,
             standin="probes",
             gateway_options="--starting 3",
             port=port,
-            NOTIFY_SOCKET="@" + name,
+            NOTIFY_SOCKET=notify_socket,
             WATCHDOG_USEC="1000000",  # a ping every 0.5 s
         ) as running:
             wait_until("two pings", lambda: len(watchdogs()) >= 2)
@@ -319,10 +301,6 @@ def test_sd_notify_ready_once_started_status_before_watchdog_only_while_live(ini
             wait_until("a ping after SIGCONT", lambda: watchdogs()[-1] > resumed_at, timeout=10)
             code, _, _ = running.stop()
         time.sleep(0.3)
-    finally:
-        done.set()
-        thread.join(5)
-        receiver.close()
     assert code == 0
     messages = [message for _, message, _ in received]
     assert messages.count("READY=1") == 1
