@@ -34,6 +34,15 @@ ROOT_BOOT_PHASES = ("config", "prepare", "ownership", "migration", "privileges",
 TEST_GROUP_EXTRA = "mbextra"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Start every init these tests run with the signal dispositions a terminal gives: a suite run
+    under `nohup` or as a shell's background job ignores SIGHUP, SIGINT and SIGQUIT, and an ignored
+    signal passes to each process started (the init keeps them ignored for its child, on purpose)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def init_python() -> str:
     explicit = os.environ.get("INIT_PYTHON")
     if explicit:
