@@ -72,8 +72,8 @@ class Copier:
         # target user's: another user's (a link planted to /etc/shadow) would hand its content over.
         self.trusted_uids = {source_uid, owner.uid}
         # One worker would only add a hand-off per file: the calling thread copies then. Imported
-        # here, as the pool is made: PID 1 keeps what it imports for its life (and supervisord's
-        # process inherits it), and most boots have nothing to copy.
+        # here, as the pool is made: PID 1 keeps what it imports for its life, and most boots have
+        # nothing to copy.
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="migration") if WORKERS > 1 else None
