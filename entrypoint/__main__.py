@@ -1,60 +1,125 @@
 """The entry point: pick the program by the name the binary was called by, nothing else.
 
-One binary, several programs (a multicall binary, as busybox): called as `supervisord`,
-`supervisorctl` or the application's CLI name through a symlink it is that tool; as the init it
-boots the container or answers a subcommand. A name it does not know is refused: falling through to a boot
-would start a second init inside a running container. What each program does is in `wiring`.
+Who runs it: every process of the binary, first thing, as whoever started it. One binary, several
+programs (a multicall binary, as busybox): called as `supervisord`, `supervisorctl` or the
+application's CLI name through a symlink it is that tool; as the init it boots the container or
+answers a subcommand. A name it does not know is refused: falling through to a boot would start a
+second init inside a running container. Each subcommand is one row of `SUBCOMMANDS`, its help beside
+it; what each one does is in `commands`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
-from . import __version__, wiring
-from .common import log
+from . import __version__, commands, wiring
+from .common import log, rundir
+from .common.exits import Exit
 
-EX_USAGE = 64
-EX_SOFTWARE = 70
-_INIT_NAMES = frozenset({wiring.INIT_NAME, "__main__.py", "entrypoint"})
+INIT = wiring.INIT_NAME
 _LOG = log.get("main")
 
+
+@dataclass(frozen=True)
+class Subcommand:
+    run: Callable[[list[str]], int]
+    usage: str  # its arguments, as the help shows them
+    summary: str  # what it does, one line or two
+    # A short-lived tool that ends without the interpreter's finalization (see _exit_now).
+    exits_at_once: bool = False
+
+
+# The init's subcommands, each with its help. Any other first word boots (see the help's first lines).
+SUBCOMMANDS = {
+    "status": Subcommand(commands.status, "[--json]", "what the boot did and how the gateway is", True),
+    "health": Subcommand(
+        commands.health,
+        "[--startup | --ready] [--timeout S]",
+        "exit 0 when the gateway says it is live (started, ready); 3 s at most by default",
+        True,
+    ),
+    "supervisorctl": Subcommand(
+        commands.supervisorctl, "[ARGS...]", "operate the gateway (start, stop, restart, status)"
+    ),
+    "supervisord": Subcommand(commands.supervisord, "-c CONFIG", "supervisord's process (PID 1 runs it)"),
+}
 # Called by these names (argv[0]), the program is that tool.
-_TOOLS: dict[str, Callable[[list[str]], int]] = {
-    "supervisord": wiring.supervisord,
-    "supervisorctl": wiring.supervisorctl,
-    wiring.APP_NAME: wiring.application_cli,
+TOOLS: dict[str, Callable[[list[str]], int]] = {
+    "supervisord": commands.supervisord,
+    "supervisorctl": commands.supervisorctl,
+    wiring.APP_NAME: commands.application_cli,
 }
-# Subcommands of the init itself; anything else is a boot (supervise or one-off).
-_SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "supervisord": wiring.supervisord,
-    "supervisorctl": wiring.supervisorctl,
-    "health": wiring.health,
-    "status": wiring.status,
-}
-# Short-lived tools that end without the interpreter's finalization (see _exit_now).
-_EXIT_AT_ONCE = frozenset({"health", "status"})
+_INIT_NAMES = frozenset({INIT, "__main__.py", "entrypoint"})
+
+
+def help_text() -> str:
+    column = 50
+    rows = [
+        ("[gateway] [GATEWAY-ARGS...]", "boot and supervise the gateway (the container's PID 1)"),
+        ("COMMAND [ARGS...]", "boot, then run COMMAND once (as tini would)"),
+        (f"{wiring.APP_NAME} [ARGS...]", "boot, then run the gateway's CLI once"),
+        *((f"{name} {command.usage}", command.summary) for name, command in SUBCOMMANDS.items()),
+        ("--version | --help", ""),
+    ]
+    lines = []
+    for index, (usage, summary) in enumerate(rows):
+        left = f"{'usage:' if index == 0 else '      '} {INIT} {usage}"
+        lines.append(f"{left:<{column}} {summary}".rstrip() if len(left) < column else left)
+        if len(left) >= column and summary:
+            lines.append(f"{'':<{column}} {summary}")
+    return "\n".join(lines) + "\n\n" + wiring.ABOUT
 
 
 def _init(args: list[str]) -> int:
     head = args[0] if args else None
     if head in ("-h", "--help"):
-        print(wiring.HELP, end="")
-        return 0
+        print(help_text(), end="")
+        return Exit.OK
     if head == "--version":
-        print(f"{wiring.INIT_NAME} {__version__}")
-        return 0
-    if head == "init":
-        return wiring.boot(tuple(args[1:]))
-    if head in _SUBCOMMANDS:
-        code = _SUBCOMMANDS[head](args[1:])
-        if head in _EXIT_AT_ONCE:
+        print(f"{INIT} {__version__}")
+        return Exit.OK
+    if head in SUBCOMMANDS:
+        subcommand = SUBCOMMANDS[head]
+        code = subcommand.run(args[1:])
+        if subcommand.exits_at_once:
             _exit_now(code)
         return code
-    return wiring.boot(tuple(args))
+    boot_args = args[1:] if head == "init" else args
+    try:
+        return commands.boot(boot_args)
+    except rundir.InstanceRunning as running:
+        return _beside(running, boot_args)
+
+
+def _beside(running: rundir.InstanceRunning, args: list[str]) -> int:
+    """An init already lives in this container (this is a `docker exec`, a probe, a typo): never a
+    second boot. The application's CLI is what `<init> <app> ...` asks for; anything else is one
+    line naming the tools, and the one meant where the word is a near miss."""
+    head = args[0] if args else ""
+    if head == wiring.APP_NAME:
+        return commands.application_cli(args[1:])
+    tools = [*SUBCOMMANDS, wiring.APP_NAME]
+    meant = difflib.get_close_matches(head, tools, n=1)
+    said = f"`{INIT} {' '.join(args)}` would boot a second time" if args else "it would boot a second time"
+    hint = f"; did you mean `{INIT} {meant[0]}`?" if meant else "; to run a command here, run it directly"
+    log.event(
+        _LOG,
+        "error",
+        "init_already_running",
+        f"{INIT} already runs in this container (pid {running.pid}): {said}, which it never does. "
+        f"Its tools: {', '.join(tools)}{hint}",
+        pid=running.pid,
+        command=head or None,
+        tools=tools,
+        did_you_mean=meant[0] if meant else None,
+    )
+    return Exit.USAGE
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -68,19 +133,19 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def _dispatch(argv: list[str]) -> int:
-    name = os.path.basename(argv[0]) if argv else wiring.INIT_NAME
-    if name in _TOOLS:
-        return _TOOLS[name](argv[1:])
+    name = os.path.basename(argv[0]) if argv else INIT
+    if name in TOOLS:
+        return TOOLS[name](argv[1:])
     if name not in _INIT_NAMES:
         log.configure()
         log.event(
             _LOG,
             "error",
             "unknown_program_name",
-            f"called as {name!r}: expected {wiring.INIT_NAME}, " + ", ".join(sorted(_TOOLS)),
+            f"called as {name!r}: expected {INIT}, " + ", ".join(sorted(TOOLS)),
             name=name,
         )
-        return EX_USAGE
+        return Exit.USAGE
     return _init(argv[1:])
 
 
@@ -89,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(list(sys.argv if argv is None else argv))
     except Exception as error:  # never a traceback on the container's stderr, one JSON line instead
         log.event(_LOG, "error", "init_crashed", f"unexpected error: {error}", error=type(error).__name__)
-        return EX_SOFTWARE
+        return Exit.SOFTWARE
 
 
 if __name__ == "__main__":

@@ -32,6 +32,64 @@ LEDGER_FILE_NAME = "boot-ledger.json"
 HANDOFF_CACHE_FILE_NAME = "restart-handoff.json"
 # Names at the volume's root that are not the gateway's state (ext4 makes lost+found).
 VOLUME_ROOT_NAMES = (GATEWAY_DIR_NAME, HOME_DIR_NAME, INIT_DIR_NAME, "lost+found")
+# What the gateway keeps in its state dir, every generation's (as its docs and code name it), as
+# patterns: an earlier version of this image kept the state at the volume's root, and these are
+# what is moved from there into GATEWAY_DIR_NAME. Anything else at the root (a `backups/` of the
+# user's) is the user's and stays. The seed's failed start left `cron/`, `canvas/`, `logs/` there.
+STATE_ENTRIES = (
+    # its config, under every generation's name, with its backups and temporaries
+    "openclaw.json*",
+    "moltbot.json*",
+    "clawdbot.json*",
+    ".env",
+    "*.log",
+    # what it writes
+    "agent",
+    "agents",
+    "bin",
+    "browser",
+    "canvas",
+    "completions",
+    "credentials",
+    "cron",
+    "delivery-queue",
+    "devices",
+    "dns",
+    "exec-approvals.json",
+    "extensions",
+    "gateway.password",
+    "gateway.token",
+    "hooks",
+    "identity",
+    "logs",
+    "matrix",
+    "media",
+    "memory",
+    "models",
+    "nodes",
+    "npm",
+    "npm-runtime",
+    "plugins",
+    "policies",
+    "sandbox",
+    "sandboxes",
+    "secrets",
+    "secrets.json",
+    "session-sqlite-migration-runs",
+    "sessions",
+    "settings",
+    "skills",
+    "state",
+    "subagents",
+    "tmp",
+    "tools",
+    "transcripts",
+    "usage-footer.json",
+    "voice-calls",
+    "wiki",
+    "workspace",
+    "workspace-*",
+)
 
 # Where each generation kept its state by default, oldest first: clawdbot, moltbot, a short-lived
 # typo'd name, then openclaw. The first that holds data is migrated into the gateway's state dir.

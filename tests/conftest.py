@@ -182,7 +182,10 @@ class InitRunner:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # The program's own output may be any bytes: kept as they are (a test that checks bytes
+            # gets them back with .encode("utf-8", "surrogateescape")).
             text=True,
+            errors="surrogateescape",
         )
 
     def tool(

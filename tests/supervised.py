@@ -25,6 +25,7 @@ from entrypoint.common.plans import CrashLoopAction, RestartPolicy
 from tests.conftest import InitRunner, namespace_init_pid
 
 STANDINS = "tests/standins"
+NOT_UTF8 = "<not UTF-8> "
 PY = "python3"  # the stand-ins need nothing but the standard library
 
 
@@ -59,11 +60,11 @@ def policy(
     reset: float = 600.0,
     burst: int = 5,
     window: float = 300.0,
-    action: CrashLoopAction = "hold",
+    action: CrashLoopAction | str = CrashLoopAction.HOLD,
     stop: float = 8.0,
     hold_retry: float = 900.0,
 ) -> RestartPolicy:
-    return RestartPolicy(initial, maximum, reset, burst, window, action, stop, hold_retry)
+    return RestartPolicy(initial, maximum, reset, burst, window, CrashLoopAction(action), stop, hold_retry)
 
 
 def guard_plan(
@@ -97,7 +98,8 @@ def free_port() -> int:
 def service_manager(on_message: Callable[[str], None]) -> Iterator[str]:
     """A service manager's sd_notify socket (abstract, as podman's and systemd's may be): yields
     the NOTIFY_SOCKET to give the init; each message goes to `on_message`, from a thread, until
-    the block ends."""
+    the block ends. A datagram that is not UTF-8 (sd_notify's protocol) arrives as NOT_UTF8 + its
+    repr, so that a test sees it."""
     name = f"init-notify-{uuid.uuid4().hex}"
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind("\0" + name)
@@ -107,9 +109,13 @@ def service_manager(on_message: Callable[[str], None]) -> Iterator[str]:
     def receive() -> None:
         while not done.is_set():
             try:
-                message = receiver.recv(4096).decode()
+                data = receiver.recv(65536)
             except TimeoutError:
                 continue
+            try:
+                message = data.decode("utf-8")
+            except UnicodeDecodeError:
+                message = NOT_UTF8 + repr(data)
             on_message(message)
 
     thread = threading.Thread(target=receive, daemon=True)

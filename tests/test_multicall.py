@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint.__main__ import SUBCOMMANDS
 from tests.conftest import InitRunner, parse_lines
 
 pytestmark = pytest.mark.pid1
@@ -86,7 +87,9 @@ def test_unknown_program_name_is_refused_without_booting(init: InitRunner) -> No
 def test_help_and_version_answer_without_booting(init: InitRunner) -> None:
     helped = init.run("--help", pid1=False)
     versioned = init.run("--version", pid1=False)
-    assert helped.returncode == 0 and "usage:" in helped.stdout and "supervisorctl" in helped.stdout
+    assert helped.returncode == 0 and "usage:" in helped.stdout
+    for name, subcommand in SUBCOMMANDS.items():  # each row of the dispatch table, with its help
+        assert f"moltbot-init {name} {subcommand.usage}" in helped.stdout
     assert versioned.returncode == 0 and versioned.stdout.startswith("moltbot-init ")
     assert not (init.box / "run").exists()
 

@@ -1,10 +1,9 @@
 """Can the target user write here, or read this? Asked of the kernel, as that user, not guessed
 from mode bits.
 
-Runs in PID 1 during the boot (the ownership and privileges phases), as root or as the target user
-itself. As root, the answer comes from a short-lived forked child that takes the user's groups, gid
-and uid and asks `access(2)`: ACLs, root-squashed NFS and read-only mounts all answer for
-themselves.
+Where it differs: as root, the answer comes from a short-lived child forked from PID 1 that takes
+the user's groups, gid and uid and asks `access(2)`: ACLs, root-squashed NFS and read-only mounts
+all answer for themselves.
 """
 
 from __future__ import annotations

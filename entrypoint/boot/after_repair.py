@@ -2,12 +2,12 @@
 deployment that runs as root only to repair (`<PREFIX>AFTER_REPAIR` set, as by a repair overlay)
 reads in the startup report, to know when it may start without root again.
 
-Runs in PID 1, as the target user, right after the privilege drop of a boot started as root
-(boot/pipeline.py), and only when that setting is set. It judges the phases' results, nothing
-else: no volume is read again. A start as the user needs every volume owned by it and nothing
-left to migrate; the root steps vouch for both only when the ownership walk ran and every phase
-ended without a warning (a conflict, an entry left alone, a legacy tree that could not be read:
-each is a reason to keep root, and to read the warning above it).
+Where it differs: as the target user, after the drop of a boot started as root, and only when that
+setting is set. It judges the phases' results, nothing else: no volume is read again. A start as the
+user needs every volume owned by it and nothing left to migrate; the root steps vouch for both only
+when the ownership walk ran and every phase ended without a warning (a conflict, an entry left
+alone, a legacy tree that could not be read: each is a reason to keep root, and to read the warning
+above it).
 """
 
 from __future__ import annotations

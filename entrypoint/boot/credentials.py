@@ -3,6 +3,8 @@
 A zero-config first start still needs a token (the gateway refuses token auth without one): we
 generate it into the state volume, 0600, so it survives restarts and upgrades, and we log where it
 is, never what it is.
+
+Where it differs: after the drop, as the target user, so that the file it generates is the user's.
 """
 
 from __future__ import annotations

@@ -2,39 +2,26 @@
 `AFTER_REPAIR` set, the verdict `after_repair` after the drop); started non-root: prepare,
 migration, privileges (an access check), credentials.
 
-Who runs it: the init as PID 1, once, at container start, as root when started as root (the only
-steps that ever run as root), after `wiring` has read the settings (the `config` phase). It ends as
-the target user and hands the program, ready to start, back to `wiring`, which gives it to
-`pid1/`. Only this module knows the order of the phases. Each phase is a function from its part
-of the plan to a `PhaseResult`; a phase that raises is a failed phase with a warning, never a
-crash: the program still starts, on whatever the phases managed to do.
+It ends as the target user and hands the program, ready to start, back to `start`, which gives it to
+`pid1/`. Only this module knows the order of the phases; the package, the README and the tests point
+here. A phase that raises is a failed phase with a warning, never a crash: the program still starts,
+on whatever the phases managed to do.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..common import environment, log
 from ..common import report as reporting
-from ..common.plans import BootPlan, Program, StopFlag
+from ..common.exits import Exit, by_signal
+from ..common.plans import Booted, BootPlan, Hold, StopFlag
 from ..common.report import PhaseResult
-from ..common.settings import EX_CONFIG
 from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges
 
 _LOG = log.get("boot")
-EXIT_PRIVILEGE_DROP_FAILED = 1
-
-
-@dataclass
-class Booted:
-    """What the boot hands to PID 1: the report's phases and the program with its whole
-    environment, or the exit code when the boot ends the container instead."""
-
-    phases: list[PhaseResult]
-    program: Program
-    exit_code: int | None = None
 
 
 class _Boot:
@@ -46,6 +33,7 @@ class _Boot:
         self.stop = stop
         self.on_phase = on_phase
         self.phases: list[PhaseResult] = [config]
+        self.hold: Hold | None = None
 
     def record(self, name: str, phase: Callable[[], PhaseResult]) -> PhaseResult:
         self.on_phase(f"boot: {name}")
@@ -81,6 +69,25 @@ class _Boot:
     def ended(self, code: int) -> Booted:
         return Booted(self.phases, self.plan.program, code)
 
+    def migrate(self) -> PhaseResult:
+        """The migration phase; a migration that did not finish holds the program (its old state is
+        not in place: it would start as a new installation), with the ways out."""
+        plan = self.plan
+        migrated = self.record("migration", lambda: migration.run(plan.migration, self.stop))
+        reason = migrated.holds if isinstance(migrated, migration.MigrationResult) else None
+        if migrated.status == "failed" and not isinstance(migrated, migration.MigrationResult):
+            reason = f"the migration phase failed: {migrated.warnings[0]['message']}"
+        if reason is not None:
+            program, setting = plan.program.name, plan.migration.mode_setting
+            self.hold = Hold(
+                f"the old state was not migrated: {reason}",
+                how_to_leave=f"restart the container once the cause is fixed, to migrate; or set "
+                f"{setting}=off and restart, to start without the old state; or run `supervisorctl "
+                f"start {program}` to start it once as it is, without the old state",
+                retry=False,
+            )
+        return migrated
+
     def interrupted(self) -> bool:
         if self.stop.is_set():
             log.event(
@@ -99,18 +106,18 @@ class _Boot:
         refusal = preflight.check(user, plan.runtime_paths)
         if refusal is not None:
             log.event(_LOG, "error", refusal.event, refusal.message, **refusal.fields)
-            return self.ended(EX_CONFIG)
+            return self.ended(Exit.CONFIG)
         self.record("prepare", lambda: prepare.run(plan.prepare))
         self.record("ownership", lambda: ownership.run(plan.ownership, user, self.stop))
         if self.interrupted():
-            return self.ended(128 + self.stop.signal_number)
-        migrated = self.record("migration", lambda: migration.run(plan.migration, self.stop))
+            return self.ended(by_signal(self.stop.signal_number))
+        migrated = self.migrate()
         if isinstance(migrated, migration.MigrationResult) and migrated.moved_by_rename:
             # A renamed tree keeps its old owners (often root: the very EACCES this image fixes).
             moved = replace(plan.ownership, roots=(plan.migration.target,))
             self.record("ownership_migrated", lambda: ownership.run(moved, user, self.stop))
         if self.interrupted():
-            return self.ended(128 + self.stop.signal_number)
+            return self.ended(by_signal(self.stop.signal_number))
         try:
             self.note(privileges.drop(user))
         except (privileges.PrivilegeDropError, OSError) as error:
@@ -122,7 +129,7 @@ class _Boot:
                 uid=user.uid,
                 gid=user.gid,
             )
-            return self.ended(EXIT_PRIVILEGE_DROP_FAILED)
+            return self.ended(Exit.FAILED)
         then = self.settings.after_repair
         if then:
             # A deployment that runs as root only to repair: may it start without root again?
@@ -134,7 +141,7 @@ class _Boot:
         read, and say plainly what it cannot write."""
         plan, settings = self.plan, self.settings
         self.record("prepare", lambda: prepare.run(plan.prepare))
-        self.record("migration", lambda: migration.run(plan.migration, self.stop))
+        self.migrate()
         directories = (settings.state_dir, settings.workspace_dir, settings.run_dir)
         self.record("privileges", lambda: privileges.check_access(settings.user, directories))
 
@@ -160,7 +167,7 @@ class _Boot:
         if secret[0]:
             env.update({name: secret[0] for name in self.plan.credentials.given_as})
         program = replace(self.plan.program, env=environment.for_program(env))
-        return Booted(self.phases, program)
+        return Booted(self.phases, program, hold=self.hold)
 
 
 def run(plan: BootPlan, stop: StopFlag, on_phase: Callable[[str], None], config: PhaseResult) -> Booted:

@@ -1,12 +1,13 @@
-"""Preflight: can a boot started as root carry out the drop it promises? Two facts, checked before
-any volume is touched, each refused with one line that names what is missing and what to do.
+"""Preflight: can a boot started as root carry out the drop it promises? Two facts, checked first
+thing in a root boot, before any volume is touched, each refused with one line that names what
+is missing and what to do:
 
-Runs in PID 1, as root, first thing of a root boot (boot/pipeline.py), before the prepare phase.
 - The capabilities the drop needs (CAP_SETGID for the groups and gid, CAP_SETUID for the uid):
   without them (`--cap-drop ALL`) the drop fails with a bare EPERM after the repairs.
 - The init's own code readable by the target user: after the drop PID 1 still imports modules
   lazily and starts supervisord from the same interpreter; an interpreter under /root (pyenv,
   0700) dies there with "unknown encoding: ascii".
+
 A refusal is a configuration error (exit 78): restarting cannot fix it.
 """
 
@@ -16,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..common import procfs
 from ..common.plans import TargetUser
 from .access import READABLE, denied_for
 
@@ -35,18 +37,6 @@ class Refusal:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def effective_capabilities() -> int | None:
-    """CapEff of this process; None when /proc cannot tell."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def _missing(held: int, names: tuple[str, ...]) -> list[str]:
     return [name for name in names if not held >> CAPABILITIES[name] & 1]
 
@@ -55,7 +45,7 @@ def check(user: TargetUser, runtime_paths: tuple[str, ...]) -> Refusal | None:
     """Why this root boot cannot go on as promised, or None. Nothing to check for a root target."""
     if user.uid == 0:
         return None
-    held = effective_capabilities()
+    held = procfs.effective_capabilities()
     # Unknown (no /proc): the drop itself will say whether it can be done, and prove it.
     missing = [] if held is None else _missing(held, NEEDED_TO_DROP)
     if missing:

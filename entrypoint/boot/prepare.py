@@ -1,10 +1,9 @@
 """Phase `prepare`: make the directories the program needs exist, owned by the target user, and
 the links it expects in a fresh tmpfs.
 
-Runs in PID 1 at the start of the boot, first of the phases: as root (and then hands each directory
-it creates to the target user), or as the target user itself when the container was started
-non-root. Only missing directories are created; existing contents are the ownership phase's
-business, and an existing directory keeps its mode.
+As root it hands each directory it creates to the target user; started as that user, what it creates
+is the user's already. Only missing directories are created; existing contents are the ownership
+phase's business, and an existing directory keeps its mode.
 """
 
 from __future__ import annotations

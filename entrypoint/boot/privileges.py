@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import stat
 
+from ..common import procfs
 from ..common.plans import TargetUser
 from ..common.report import PhaseRecorder, PhaseResult
 from .access import unwritable_for
-from .preflight import effective_capabilities
 
 
 class PrivilegeDropError(RuntimeError):
@@ -47,7 +47,7 @@ def _prove_irreversible(user: TargetUser) -> None:
             pass
         else:
             raise PrivilegeDropError("setegid(0) succeeded after the drop")
-    held = effective_capabilities()
+    held = procfs.effective_capabilities()
     if held is None:
         raise PrivilegeDropError("cannot read CapEff from /proc/self/status")
     if held != 0:

@@ -4,7 +4,7 @@ kernel reports them (cgroup v2's memory.max/peak/events, or v1's memory controll
 Who uses it: PID 1 at boot, to size the program's heap from the container's memory limit; the crash
 guard inside supervisord, as the target user, to tell an OOM kill from any other SIGKILL. Reading
 these files needs no privilege. The cgroup is found the way the kernel describes it
-(/proc/self/cgroup, and where /proc/self/mountinfo says the hierarchy is mounted), so it works in a
+(/proc/self/cgroup, and where the mount table says the hierarchy is mounted), so it works in a
 container whose cgroup filesystem is mounted at its own cgroup as well as on a host.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+from . import procfs
 
 # A v1 limit at or above this is "no limit" (the kernel reports PAGE_COUNTER_MAX pages in bytes).
 _UNLIMITED_V1 = 1 << 60
@@ -59,32 +61,19 @@ class MemoryCgroup:
         return self._field("memory.events" if self.v2 else "memory.oom_control", "oom_kill")
 
 
-def _unescape(path: str) -> str:
-    # mountinfo octal-escapes space, tab, newline and backslash.
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        path = path.replace(code, char)
-    return path
-
-
 def find(proc: str = "/proc/self") -> MemoryCgroup | None:
     """This process' memory cgroup, or None when the kernel shows none (no /proc, no controller)."""
     try:
         with open(f"{proc}/cgroup", encoding="utf-8") as handle:
             memberships = [line.rstrip("\n").split(":", 2) for line in handle if line.count(":") >= 2]
-        with open(f"{proc}/mountinfo", encoding="utf-8") as handle:
-            mounts = [line.split() for line in handle]
     except OSError:
         return None
     # v1: "4:memory:/docker/ID"; v2: "0::/PATH" (the unified hierarchy has no controller list).
     v1 = [path for _, controllers, path in memberships if "memory" in controllers.split(",")]
     v2 = next((path for number, controllers, path in memberships if (number, controllers) == ("0", "")), None)
-    for fields in mounts:
-        # id, parent, dev, root, mount point, options, optional..., "-", fstype, source, super options
-        separator = fields.index("-")
-        fstype, super_options = fields[separator + 1], fields[-1]
-        root, point = _unescape(fields[3]), _unescape(fields[4])
-        if fstype == "cgroup" and "memory" in super_options.split(",") and v1:
-            return MemoryCgroup(os.path.join(point, os.path.relpath(v1[0], root)), v2=False)
-        if fstype == "cgroup2" and v2 is not None and not v1:
-            return MemoryCgroup(os.path.join(point, os.path.relpath(v2, root)), v2=True)
+    for mount in procfs.mounts(proc):
+        if mount.fstype == "cgroup" and "memory" in mount.super_options and v1:
+            return MemoryCgroup(os.path.join(mount.point, os.path.relpath(v1[0], mount.root)), v2=False)
+        if mount.fstype == "cgroup2" and v2 is not None and not v1:
+            return MemoryCgroup(os.path.join(mount.point, os.path.relpath(v2, mount.root)), v2=True)
     return None

@@ -1,4 +1,8 @@
-"""The environment a program inherits from the init: everything, less what is the init's own."""
+"""The environment a program inherits from the init: everything, less what is the init's own.
+
+Who uses it: the boot, for the program's environment (PID 1); supervisord's process, exec'd where
+PID 1 cannot fork it, for its own (the programs it starts inherit it).
+"""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import contextlib
 import ctypes
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator
+
+from . import procfs
 
 # Every directory the boot opens below a volume root: never through a link (O_NOFOLLOW), and an
 # entry swapped for a FIFO since it was listed never blocks the open (O_NONBLOCK).
@@ -103,16 +104,9 @@ def _mount_id(path: str) -> int | None:
     except OSError:
         return None
     try:
-        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key == "mnt_id":
-                    return int(value)
-    except (OSError, ValueError):
-        return None
+        return procfs.mount_id(fd)
     finally:
         os.close(fd)
-    return None
 
 
 def is_mount_point(path: str) -> bool:
@@ -131,12 +125,7 @@ def mount_points_below(roots: Iterable[str]) -> dict[str, frozenset[str]]:
     device number, so comparing devices does not see it; the mount table does. Without /proc this
     is empty and a device check still stops at every other filesystem.
     """
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as mountinfo:
-            # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-            points = [_unescape(line.split()[4]) for line in mountinfo if line.strip()]
-    except (OSError, IndexError):
-        return {}
+    points = [mount.point for mount in procfs.mounts()]
     found: dict[str, set[str]] = {}
     for root in roots:
         real = os.path.realpath(root).rstrip("/")
@@ -145,7 +134,3 @@ def mount_points_below(roots: Iterable[str]) -> dict[str, frozenset[str]]:
                 parent, name = (root + point[len(real) :]).rsplit("/", 1)
                 found.setdefault(parent, set()).add(name)
     return {parent: frozenset(names) for parent, names in found.items()}
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)

@@ -1,4 +1,4 @@
-"""The crash guard's orders (`RUN/crashguard-plan.json`): which program it guards, with which
+"""The crash guard's orders (`rundir.GUARD_PLAN`): which program it guards, with which
 restart policy, where the boot ledger is, how to log, how to ask the program whether an exit was a
 restart it requested, and which refusals of the program to wait out.
 
@@ -16,9 +16,8 @@ from typing import Any
 
 from . import rundir
 from .guardstate import int_or_none
-from .plans import CRASHLOOP_ACTIONS, RestartPolicy
+from .plans import CrashLoopAction, RestartPolicy
 
-FILE = "crashguard-plan.json"
 # In `HandoffPlan.consume`, the argument replaced by the exited process' pid.
 PID = "PID"
 
@@ -65,7 +64,7 @@ class GuardPlan:
 
 def write(run_dir: str, plan: GuardPlan) -> None:
     """Raises OSError: without its orders the guard cannot run, nor can supervisord usefully."""
-    rundir.replace_file(os.path.join(run_dir, FILE), rundir.json_bytes(asdict(plan)), mode=0o600)
+    rundir.replace_file(os.path.join(run_dir, rundir.GUARD_PLAN), rundir.json_bytes(asdict(plan)), mode=0o600)
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -88,13 +87,12 @@ def _handoff(data: Any) -> HandoffPlan | None:
 
 def read(run_dir: str) -> GuardPlan | None:
     """The plan the init wrote, or None when there is none or it is not one."""
-    data = rundir.read_json(run_dir, FILE)
+    data = rundir.read_json(run_dir, rundir.GUARD_PLAN)
     if data is None:
         return None
     try:
         policy: dict[str, Any] = dict(data["policy"])
-        written = policy.pop("crashloop_action")
-        action = next(choice for choice in CRASHLOOP_ACTIONS if choice == written)
+        action = CrashLoopAction(policy.pop("crashloop_action"))
         lease = data["lease"]
         return GuardPlan(
             program=str(data["program"]),
@@ -106,5 +104,5 @@ def read(run_dir: str) -> GuardPlan | None:
             lease=LeaseRule(_strings(lease["markers"]), float(lease["retry_s"]), float(lease["wait_max_s"])),
             oom_kills_at_boot=int_or_none(data["oom_kills_at_boot"]),
         )
-    except (KeyError, TypeError, ValueError, StopIteration):
+    except (KeyError, TypeError, ValueError):
         return None

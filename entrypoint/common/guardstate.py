@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import log, rundir
+from .plans import Hold
 
 
 class State(enum.StrEnum):
@@ -41,7 +42,7 @@ HOLDING = frozenset({State.HELD, State.REFUSED})
 
 
 def leave_hold_hint(program: str) -> str:
-    """The one way to say how to leave hold, wherever it is said."""
+    """The one way to say how to leave hold, wherever it is said (unless a hold names its own)."""
     return f"fix the cause, then run `supervisorctl start {program}` (or restart the container)"
 
 
@@ -86,6 +87,7 @@ class Snapshot:
     restart_at: float | None = None
     exits: tuple[ExitRecord, ...] = field(default=())
     held_reason: str | None = None
+    how_to_leave: str | None = None  # HELD: the way out, when it is not the usual one
     retry_at: float | None = None  # HELD: when the one attempt after the cool-down is due
     retrying: bool = False  # that attempt runs: an unexpected exit holds again at once
     waiting_for: str | None = None  # WAITING: the cause that passes by itself
@@ -111,6 +113,7 @@ class Snapshot:
             "restart_at": _rounded(self.restart_at),
             "exits": [record.to_dict() for record in self.exits],
             "held_reason": self.held_reason,
+            "how_to_leave": self.how_to_leave,
             "retry_at": _rounded(self.retry_at),
             "retry_at_time": None if self.retry_at is None else log.rfc3339(self.retry_at),
             "retrying": self.retrying,
@@ -146,6 +149,7 @@ class Snapshot:
             restart_at=_float_or_none(data.get("restart_at")),
             exits=tuple(record for item in data.get("exits") or () if (record := ExitRecord.from_dict(item))),
             held_reason=_str_or_none(data.get("held_reason")),
+            how_to_leave=_str_or_none(data.get("how_to_leave")),
             retry_at=_float_or_none(data.get("retry_at")),
             retrying=data.get("retrying") is True,
             waiting_for=_str_or_none(data.get("waiting_for")),
@@ -192,10 +196,18 @@ def write(run_dir: str, snapshot: Snapshot, now: float) -> str | None:
     return rundir.write_json(run_dir, rundir.GUARD_STATE, snapshot.to_dict(now))
 
 
-def hold_at_boot(run_dir: str, program: str, reason: str, now: float) -> Snapshot:
-    """The state the init writes when its boot ledger holds the program (autostart is off): the
-    crash guard adopts it when it starts, and `health` says why the program is not running."""
-    snapshot = Snapshot(program, State.HELD, now, held_reason=f"boot ledger: {reason}")
+def hold_at_boot(run_dir: str, program: str, hold: Hold, now: float) -> Snapshot:
+    """The state the init writes when it holds the program at boot (autostart is off): the crash
+    guard adopts it when it starts, and `health` says why the program is not running."""
+    snapshot = Snapshot(
+        program,
+        State.HELD,
+        now,
+        held_reason=hold.reason,
+        how_to_leave=hold.how_to_leave,
+        # Written as "a retry is due" only: the guard, which owns the cool-down, sets the time.
+        retry_at=now if hold.retry else None,
+    )
     if write(run_dir, snapshot, now) is None:
         log.event(
             log.get("guardstate"),

@@ -44,14 +44,15 @@ KEEP = 50
 VERSION = 1
 
 _logger = log.get("ledger")
-_warned: set[str] = set()
+# (event, ledger path): each fault of a ledger is said once per process, however often it recurs.
+_warned: set[tuple[str, str]] = set()
 
 
-def _warn_once(event: str, message: str, **fields: Any) -> None:
-    if event in _warned:
+def _warn_once(event: str, message: str, *, path: str, **fields: Any) -> None:
+    if (event, path) in _warned:
         return
-    _warned.add(event)
-    log.event(_logger, "warning", event, message, **fields)
+    _warned.add((event, path))
+    log.event(_logger, "warning", event, message, path=path, **fields)
 
 
 def _load(path: str) -> list[dict[str, Any]]:

@@ -4,7 +4,10 @@ Who uses it: every program of the binary (the boot and PID 1, supervisord's proc
 guard in it, the operator tools), from its first line on.
 
 Fields: `time` (RFC 3339, UTC), `level`, `logger`, `event` (a stable snake_case identifier),
-`message`, then the event's own fields. `text` format renders the same record for humans.
+`message`, then the event's own fields. `text` format renders the same record for humans. Whatever
+a field holds (the program's words, a file name of odd bytes), the line is valid UTF-8 and every
+string in it bounded (`common/text`): one line of the program's output can never make a line
+unreadable, nor a megabyte long.
 Lines go to stderr so that the supervised program keeps stdout to itself; `docker logs` shows both.
 python-json-logger, which serialises the lines, is imported with the first one: `health` and
 `status` configure logging at every call and seldom write a line.
@@ -17,10 +20,14 @@ import logging
 import sys
 from typing import Any
 
+from . import text
+
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _HANDLER_NAME = "init-stderr"
+# Characters kept of one string in a line: far more than any of ours, far less than a flood.
+FIELD_MAX = 8192
 
 
 def rfc3339(timestamp: float) -> str:
@@ -30,7 +37,22 @@ def rfc3339(timestamp: float) -> str:
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    return getattr(record, "fields", {})
+    return {key: _safe(value) for key, value in getattr(record, "fields", {}).items()}
+
+
+def _safe(value: Any) -> Any:
+    """A field as it may be written: strings valid and bounded, containers walked."""
+    if isinstance(value, str):
+        return text.shortened(text.valid(value), FIELD_MAX)
+    if isinstance(value, dict):
+        return {str(key): _safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(item) for item in value]
+    return value
+
+
+def _message(record: logging.LogRecord) -> str:
+    return text.shortened(text.valid(record.getMessage()), FIELD_MAX)
 
 
 class _LineFormatter(logging.Formatter):
@@ -65,7 +87,7 @@ def _json_formatter() -> logging.Formatter:
             log_data["level"] = record.levelname.lower()
             log_data["logger"] = record.name
             log_data["event"] = getattr(record, "event", "log")
-            log_data["message"] = record.getMessage()
+            log_data["message"] = _message(record)
             for key, value in _record_fields(record).items():
                 # The schema's own keys win: an event field can never forge `level` or `event`.
                 log_data.setdefault(key, value)
@@ -78,11 +100,12 @@ class _TextFormatter(logging.Formatter):
         fields = " ".join(f"{key}={value}" for key, value in _record_fields(record).items())
         event = getattr(record, "event", "log")
         line = f"{rfc3339(record.created)} {record.levelname.lower():<7} {record.name}: {event}: "
-        return line + record.getMessage() + (f" [{fields}]" if fields else "")
+        return line + _message(record) + (f" [{fields}]" if fields else "")
 
 
-def configure(log_format: str = "json", level: str = "info") -> None:
-    """Install the single stderr handler on the root logger (idempotent: reconfigures in place)."""
+def configure(log_format: str = "json", level: str = "info") -> logging.Handler:
+    """Install the single stderr handler on the root logger (idempotent: reconfigures in place);
+    the handler."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
     if handler is None:
@@ -91,6 +114,7 @@ def configure(log_format: str = "json", level: str = "info") -> None:
         root.addHandler(handler)
     handler.setFormatter(_TextFormatter() if log_format == "text" else _LineFormatter())
     root.setLevel(level.upper())
+    return handler
 
 
 def get(component: str) -> logging.Logger:

@@ -7,20 +7,31 @@ each phase receives only its own part of the plan (and a stop flag), never the p
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # settings.py imports this module for TargetUser and RestartPolicy
+if TYPE_CHECKING:  # settings.py and report.py import this module
+    from .report import PhaseResult
     from .settings import Settings
 
-OwnershipMode = Literal["auto", "off"]
-MigrationMode = Literal["auto", "off", "merge-missing"]
-CrashLoopAction = Literal["hold", "exit"]
-OWNERSHIP_MODES: tuple[OwnershipMode, ...] = ("auto", "off")
-MIGRATION_MODES: tuple[MigrationMode, ...] = ("auto", "off", "merge-missing")
-CRASHLOOP_ACTIONS: tuple[CrashLoopAction, ...] = ("hold", "exit")
+
+class OwnershipMode(enum.StrEnum):
+    AUTO = "auto"  # re-own what is not the target user's
+    OFF = "off"
+
+
+class MigrationMode(enum.StrEnum):
+    AUTO = "auto"  # migrate once: rename, copy, merge or save aside, whatever the target holds
+    OFF = "off"  # only the volume's layout is kept
+    MERGE_MISSING = "merge-missing"  # copy every path the target lacks, its own versions winning
+
+
+class CrashLoopAction(enum.StrEnum):
+    HOLD = "hold"  # keep the container up with the program stopped
+    EXIT = "exit"  # end the init with the crash-loop exit code
 
 
 @dataclass(frozen=True)
@@ -63,8 +74,10 @@ class MigrationPlan:
 
     `volume` is the state volume's root; `target` (the application's state dir) and `record_dir`
     (the init's records: migration record, staging, journal, saved legacy copies) are directories
-    in it, on its filesystem. Every entry at the root whose name is not in `kept_at_root` is
-    moved into `target` on every boot (an earlier layout kept the state at the root).
+    in it, on its filesystem. `kept_at_root` are the volume's own names; an entry at the root that
+    matches one of `state_entries` (the application's own, as fnmatch patterns) is moved into
+    `target` on every boot (an earlier layout kept the state at the root); anything else there is
+    the user's, and stays.
     `owner` (uid, gid) is given everything migrated; None when the init was started non-root: it
     then copies what it can read and never changes an owner. `config_names` lists the
     application's config file names, preferred first: a target holding only a later name gets it
@@ -79,10 +92,11 @@ class MigrationPlan:
     volume: str
     record_dir: str
     kept_at_root: tuple[str, ...]
+    state_entries: tuple[str, ...]
     owner: tuple[int, int] | None
     config_names: tuple[str, ...]
+    mode_setting: str
     home_links: tuple[tuple[str, str | None], ...] = ()
-    mode_setting: str = "MIGRATE"
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,34 @@ class Program:
 
 
 @dataclass(frozen=True)
+class StopClocks:
+    """The three clocks of a stop, all derived from the one stop timeout: supervisord kills the
+    program `supervisord_s` after its SIGTERM; the crash guard says what the program was still doing
+    just before (`guard_warns_s`); PID 1 kills supervisord itself only if it is still there
+    `pid1_s` after the stop began (it had the program's whole timeout, and time to finish)."""
+
+    stop_timeout_s: float
+    # How long supervisord gets after the program's own stop timeout before PID 1 kills it.
+    SUPERVISORD_GRACE_S = 3.0
+    # The guard's line comes this long before supervisord's SIGKILL: once the program is gone,
+    # supervisord's process (and the guard in it) ends soon after, with nothing left to say.
+    GUARD_LEAD_S = 0.5
+
+    @property
+    def supervisord_s(self) -> int:
+        """The timeout as supervisord takes it (`stopwaitsecs`: whole seconds, at least 1)."""
+        return max(1, round(self.stop_timeout_s))
+
+    @property
+    def guard_warns_s(self) -> float:
+        return max(0.0, self.supervisord_s - self.GUARD_LEAD_S)
+
+    @property
+    def pid1_s(self) -> float:
+        return self.supervisord_s + self.SUPERVISORD_GRACE_S
+
+
+@dataclass(frozen=True)
 class RestartPolicy:
     backoff_initial_s: float
     backoff_max_s: float
@@ -118,9 +160,8 @@ class RestartPolicy:
     hold_retry_s: float = 900.0
 
     @property
-    def stop_wait_s(self) -> int:
-        """The stop timeout as supervisord takes it (`stopwaitsecs`: whole seconds, at least 1)."""
-        return max(1, round(self.stop_timeout_s))
+    def stop_clocks(self) -> StopClocks:
+        return StopClocks(self.stop_timeout_s)
 
 
 @dataclass
@@ -136,6 +177,30 @@ class StopFlag:
 
     def is_set(self) -> bool:
         return self.event.is_set()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A decision, before supervisord starts, that the program is not started: why, its own way
+    out (None: the usual one, `supervisorctl start`), and whether the crash guard tries once more
+    after its cool-down (a cause that may pass, as boots that keep failing; never a state that is
+    not the user's)."""
+
+    reason: str
+    how_to_leave: str | None = None
+    retry: bool = True
+
+
+@dataclass
+class Booted:
+    """What the boot hands to PID 1: the report's phases and the program with its whole
+    environment, or the exit code when the boot ends the container instead; `hold` when the
+    program must not start on what the boot left (PID 1 keeps the container up, and says why)."""
+
+    phases: list[PhaseResult]
+    program: Program
+    exit_code: int | None = None
+    hold: Hold | None = None
 
 
 @dataclass(frozen=True)

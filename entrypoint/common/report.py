@@ -3,6 +3,10 @@
 A phase returns a `PhaseResult` whose figures are plain data (counts, bytes, paths), so the JSON
 line in `docker logs`, the `startup-report.json` file that `status` reads and the tests all see the
 same thing.
+
+Who uses it: the boot's phases return its `PhaseResult`s (PID 1, as root then the target user);
+PID 1 writes the report once, just before the program starts; `status` (operators, any user) reads
+it back.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from typing import Any, Literal
 from . import rundir
 
 Status = Literal["ok", "skipped", "warned", "failed"]
-REPORT_FILE = rundir.STARTUP_REPORT
 
 
 def warning(event: str, message: str, /, **fields: Any) -> dict[str, Any]:
@@ -64,6 +67,9 @@ class StartupReport:
     user: dict[str, Any]
     phases: list[PhaseResult]
     duration_ms: float
+    # When the program is not started (its state is not in place, or boots keep failing): why, and
+    # the way out.
+    held: dict[str, Any] | None = None
 
     @property
     def warnings(self) -> list[dict[str, Any]]:
@@ -76,14 +82,15 @@ class StartupReport:
             "user": self.user,
             "phases": [asdict(phase) for phase in self.phases],
             "duration_ms": self.duration_ms,
+            "held": self.held,
             "warnings": self.warnings,
         }
 
 
 def write(report: StartupReport, run_dir: str) -> str | None:
     """Write the report atomically so `status` never reads half of it; None when unwritable."""
-    return rundir.write_json(run_dir, REPORT_FILE, report.to_dict())
+    return rundir.write_json(run_dir, rundir.STARTUP_REPORT, report.to_dict())
 
 
 def read(run_dir: str) -> dict[str, Any] | None:
-    return rundir.read_json(run_dir, REPORT_FILE)
+    return rundir.read_json(run_dir, rundir.STARTUP_REPORT)

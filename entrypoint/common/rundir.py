@@ -9,31 +9,70 @@ writer.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+# supervisord's: written by PID 1 at every boot (config), by supervisord itself (the rest).
 SUPERVISOR_CONFIG = "supervisord.conf"
 SUPERVISOR_SOCKET = "supervisor.sock"
+SUPERVISOR_LOG = "supervisord.log"
+SUPERVISOR_PID = "supervisord.pid"
+# Written by PID 1 just before the program starts (common/report.py owns its format).
 STARTUP_REPORT = "startup-report.json"
+# The crash guard's orders, written by PID 1 before supervisord starts (common/guardplan.py).
+GUARD_PLAN = "crashguard-plan.json"
 # Written by the crash guard (common/guardstate.py owns its format).
 GUARD_STATE = "crashguard.json"
 # Created by the init on SIGTERM/SIGINT: from then on nothing may restart the gateway.
 STOPPING_MARKER = "stopping"
 # Written by the crash guard when it refuses with the `exit` action: the init's exit code.
 EXIT_CODE = "exit-code"
-# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry later". The program
-# was refused, not misconfigured (that is 78, EX_CONFIG): an orchestrator that restarts on failure
-# will try again, and the boot ledger holds the next boot if it keeps failing. It cannot be mistaken
-# for a signal (128+N), a missing (127) or non-executable (126) command, or a clean stop (0).
-CRASH_LOOP_EXIT_CODE = 75
-# EX_CONFIG, passed on from the program: it refused its configuration or state, which no restart
-# fixes (the gateway's own systemd unit has RestartPreventExitStatus=78).
-CONFIG_REFUSED_EXIT_CODE = 78
+# Locked by the init that boots with this run dir, for its whole life (`claim`).
+INSTANCE_LOCK = "init.lock"
 
 TEMPORARY_SUFFIX = ".tmp"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class InstanceRunning(Exception):
+    """Another init lives with this run dir (the container's own PID 1, when this is a `docker exec`)."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(f"an init runs with this run dir (pid {pid})")
+        self.pid = pid
+
+
+def claim(run_dir: str, owner: tuple[int, int] | None) -> int | None:
+    """Take the run dir for this init's whole life: one boot per container. The lock's descriptor
+    (close-on-exec: no program the init starts holds it, and it is gone with the init), or None
+    when the run dir cannot be made or written (the boot reports that itself). A run dir made here
+    is given to `owner`, as the prepare phase would. Raises InstanceRunning when a live init holds
+    it: a second boot would re-own, migrate and write the live one's files beside it."""
+    try:
+        if not os.path.isdir(run_dir):
+            os.makedirs(run_dir, 0o755)
+            if owner is not None:
+                os.chown(run_dir, *owner)
+        fd = os.open(
+            os.path.join(run_dir, INSTANCE_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).strip()
+        os.close(fd)
+        raise InstanceRunning(int(holder) if holder.isdigit() else None) from None
+    except OSError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def replace_file(

@@ -2,13 +2,14 @@
 
 Who uses it: every program of the binary reads its settings here first (`wiring`), as whatever
 user it was started as. Every invalid value raises `ConfigError(setting, value, accepted)`; the
-caller turns it into exit 78 (EX_CONFIG) and one JSON line. Setting names are `<prefix><NAME>`, the
-prefix coming from the application profile; PUID/PGID keep the unprefixed names users know from
-linuxserver images.
+caller turns it into exit 78 (`exits.Exit.CONFIG`) and one JSON line. Setting names are
+`<prefix><NAME>` (`Name`, the one place each is spelled), the prefix coming from the application
+profile; PUID/PGID keep the unprefixed names users know from linuxserver images.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import shlex
 from collections.abc import Callable, Mapping
@@ -17,17 +18,40 @@ from typing import TypeVar
 
 from . import users
 from .log import LOG_FORMATS, LOG_LEVELS
-from .plans import (
-    CRASHLOOP_ACTIONS,
-    MIGRATION_MODES,
-    OWNERSHIP_MODES,
-    MigrationMode,
-    OwnershipMode,
-    RestartPolicy,
-    TargetUser,
-)
+from .plans import CrashLoopAction, MigrationMode, OwnershipMode, RestartPolicy, TargetUser
 
-EX_CONFIG = 78
+
+class Name(enum.StrEnum):
+    """Each setting's name, without the application's prefix (`Settings.variable` adds it)."""
+
+    USER = "USER"
+    STATE_DIR = "STATE_DIR"
+    WORKSPACE_DIR = "WORKSPACE_DIR"
+    RUN_DIR = "RUN_DIR"
+    LOG_FORMAT = "LOG_FORMAT"
+    LOG_LEVEL = "LOG_LEVEL"
+    GATEWAY_COMMAND = "GATEWAY_COMMAND"
+    GATEWAY_PORT = "GATEWAY_PORT"
+    GATEWAY_CLI = "GATEWAY_CLI"
+    HANDOFF_TIMEOUT = "HANDOFF_TIMEOUT"
+    FIX_OWNERSHIP = "FIX_OWNERSHIP"
+    CHOWN_PATHS = "CHOWN_PATHS"
+    MIGRATE = "MIGRATE"
+    LEGACY_DIRS = "LEGACY_DIRS"
+    BACKOFF_INITIAL = "BACKOFF_INITIAL"
+    BACKOFF_MAX = "BACKOFF_MAX"
+    BACKOFF_RESET = "BACKOFF_RESET"
+    CRASHLOOP_BURST = "CRASHLOOP_BURST"
+    CRASHLOOP_WINDOW = "CRASHLOOP_WINDOW"
+    CRASHLOOP_ACTION = "CRASHLOOP_ACTION"
+    STOP_TIMEOUT = "STOP_TIMEOUT"
+    HOLD_RETRY = "HOLD_RETRY"
+    AFTER_REPAIR = "AFTER_REPAIR"
+
+
+# linuxserver's names, unprefixed.
+PUID = "PUID"
+PGID = "PGID"
 
 # Trees that no volume repair may ever start from: re-owning them breaks the image (or the host,
 # when they are bind mounts). Whole subtrees of these are refused ...
@@ -36,7 +60,7 @@ _FORBIDDEN_TREES = ("/etc", "/usr", "/bin", "/sbin", "/proc", "/sys", "/dev", "/
 _FORBIDDEN_EXACT = ("/", "/run", "/var")
 
 T = TypeVar("T")
-Choice = TypeVar("Choice", bound=str)
+Choice = TypeVar("Choice", bound=enum.StrEnum)
 
 
 class ConfigError(ValueError):
@@ -88,6 +112,10 @@ class Settings:
     # another generation's prefix warns about each one, and they are the init's, not its).
     variables: frozenset[str]
 
+    def variable(self, name: Name) -> str:
+        """The full name of a setting's variable, as users set it and as messages quote it."""
+        return self.env_prefix + name
+
     @property
     def ownership_roots(self) -> tuple[str, ...]:
         roots = (self.state_dir, self.workspace_dir, self.run_dir, *self.chown_paths)
@@ -116,12 +144,18 @@ class _Reader:
         self.keys.add(key)
         return key, self.environ.get(key, default)
 
-    def choice(self, name: str, choices: tuple[Choice, ...], default: Choice) -> Choice:
+    def choice(self, name: str, choices: type[Choice], default: Choice) -> Choice:
         key, value = self.raw(name, default)
         for choice in choices:
             if value.lower() == choice:
                 return choice
         raise ConfigError(key, value, "one of " + ", ".join(choices))
+
+    def word(self, name: str, words: tuple[str, ...], default: str) -> str:
+        key, value = self.raw(name, default)
+        if value.lower() in words:
+            return value.lower()
+        raise ConfigError(key, value, "one of " + ", ".join(words))
 
     def path(self, name: str, default: str) -> str:
         key, value = self.raw(name, default)
@@ -167,9 +201,9 @@ def _optional_id(reader: _Reader, name: str) -> int | None:
 
 
 def _target_user(reader: _Reader, default_spec: str, as_root: bool) -> TargetUser:
-    key, spec = reader.raw("USER", default_spec)
-    uid_override = _optional_id(reader, "PUID")
-    gid_override = _optional_id(reader, "PGID")
+    key, spec = reader.raw(Name.USER, default_spec)
+    uid_override = _optional_id(reader, PUID)
+    gid_override = _optional_id(reader, PGID)
     if not as_root:
         # Started as non-root (docker run --user, runAsNonRoot, OpenShift): there is nothing to
         # drop; an explicit spec is still checked so that a typo is not silently ignored.
@@ -207,40 +241,44 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
     read = _Reader(environ, defaults.env_prefix)
     settings = Settings(
         env_prefix=defaults.env_prefix,
-        log_format=read.choice("LOG_FORMAT", LOG_FORMATS, "json"),
-        log_level=read.choice("LOG_LEVEL", LOG_LEVELS, "info"),
+        log_format=read.word(Name.LOG_FORMAT, LOG_FORMATS, "json"),
+        log_level=read.word(Name.LOG_LEVEL, LOG_LEVELS, "info"),
         user=_target_user(read, defaults.user, as_root),
         started_as_root=as_root,
-        state_dir=read.path("STATE_DIR", defaults.state_dir),
-        workspace_dir=read.path("WORKSPACE_DIR", defaults.workspace_dir),
-        run_dir=read.path("RUN_DIR", defaults.run_dir),
-        program_command=_command(read, "GATEWAY_COMMAND"),
+        state_dir=read.path(Name.STATE_DIR, defaults.state_dir),
+        workspace_dir=read.path(Name.WORKSPACE_DIR, defaults.workspace_dir),
+        run_dir=read.path(Name.RUN_DIR, defaults.run_dir),
+        program_command=_command(read, Name.GATEWAY_COMMAND),
         program_port=read.number(
-            "GATEWAY_PORT", defaults.program_port, int, "a TCP port from 1 to 65535", lambda v: 0 < v < 65536
+            Name.GATEWAY_PORT,
+            defaults.program_port,
+            int,
+            "a TCP port from 1 to 65535",
+            lambda v: 0 < v < 65536,
         ),
-        program_cli=_command(read, "GATEWAY_CLI", defaults.program_cli),
+        program_cli=_command(read, Name.GATEWAY_CLI, defaults.program_cli),
         # The gateway's CLI starts cold in 6-13 s on a busy 2-core machine; a restart handoff expires
         # 60 s after it was written, a few seconds before the exit: both calls must fit in it.
-        handoff_timeout_s=read.seconds("HANDOFF_TIMEOUT", 45.0),
-        ownership_mode=read.choice("FIX_OWNERSHIP", OWNERSHIP_MODES, "auto"),
-        chown_paths=read.paths("CHOWN_PATHS", ()),
-        migration_mode=read.choice("MIGRATE", MIGRATION_MODES, "auto"),
-        legacy_dirs=read.paths("LEGACY_DIRS", defaults.legacy_dirs),
+        handoff_timeout_s=read.seconds(Name.HANDOFF_TIMEOUT, 45.0),
+        ownership_mode=read.choice(Name.FIX_OWNERSHIP, OwnershipMode, OwnershipMode.AUTO),
+        chown_paths=read.paths(Name.CHOWN_PATHS, ()),
+        migration_mode=read.choice(Name.MIGRATE, MigrationMode, MigrationMode.AUTO),
+        legacy_dirs=read.paths(Name.LEGACY_DIRS, defaults.legacy_dirs),
         restart=RestartPolicy(
-            backoff_initial_s=read.seconds("BACKOFF_INITIAL", 1.0),
-            backoff_max_s=read.seconds("BACKOFF_MAX", 60.0),
-            backoff_reset_s=read.seconds("BACKOFF_RESET", 600.0),
-            crashloop_burst=read.count("CRASHLOOP_BURST", 5),
-            crashloop_window_s=read.seconds("CRASHLOOP_WINDOW", 300.0),
-            crashloop_action=read.choice("CRASHLOOP_ACTION", CRASHLOOP_ACTIONS, "hold"),
+            backoff_initial_s=read.seconds(Name.BACKOFF_INITIAL, 1.0),
+            backoff_max_s=read.seconds(Name.BACKOFF_MAX, 60.0),
+            backoff_reset_s=read.seconds(Name.BACKOFF_RESET, 600.0),
+            crashloop_burst=read.count(Name.CRASHLOOP_BURST, 5),
+            crashloop_window_s=read.seconds(Name.CRASHLOOP_WINDOW, 300.0),
+            crashloop_action=read.choice(Name.CRASHLOOP_ACTION, CrashLoopAction, CrashLoopAction.HOLD),
             # The gateway's own stop policy in a container: it drains active replies for up to
             # 315 s and exits by 325 s; an idle one stops at once whatever this is.
-            stop_timeout_s=read.seconds("STOP_TIMEOUT", 330.0),
+            stop_timeout_s=read.seconds(Name.STOP_TIMEOUT, 330.0),
             hold_retry_s=read.number(
-                "HOLD_RETRY", 900.0, float, "a number of seconds, 0 to never retry", lambda v: 0 <= v < 1e9
+                Name.HOLD_RETRY, 900.0, float, "a number of seconds, 0 to never retry", lambda v: 0 <= v < 1e9
             ),
         ),
-        after_repair=read.raw("AFTER_REPAIR", "")[1].strip(),
+        after_repair=read.raw(Name.AFTER_REPAIR, "")[1].strip(),
         variables=frozenset(read.keys),  # last: every setting above has been read
     )
     _refuse_system_roots(settings)
@@ -249,15 +287,15 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
 
 def _refuse_system_roots(settings: Settings) -> None:
     named = {
-        settings.state_dir: "STATE_DIR",
-        settings.workspace_dir: "WORKSPACE_DIR",
-        settings.run_dir: "RUN_DIR",
-        **{path: "CHOWN_PATHS" for path in settings.chown_paths},
+        settings.state_dir: Name.STATE_DIR,
+        settings.workspace_dir: Name.WORKSPACE_DIR,
+        settings.run_dir: Name.RUN_DIR,
+        **{path: Name.CHOWN_PATHS for path in settings.chown_paths},
     }
     for path, name in named.items():
         if forbidden_root(path):
             raise ConfigError(
-                settings.env_prefix + name,
+                settings.variable(name),
                 path,
                 "a data directory; system trees (/, /etc, /usr, /bin, /sbin, /lib*, /proc, /sys, /dev, "
                 "/boot, /run, /var) are never re-owned",

@@ -4,6 +4,9 @@ Semantics follow gosu (runc's user lookup): a name must exist in the passwd data
 need not (containers run arbitrary uids: OpenShift, `docker run --user`), and then its home is `/`
 and its group is 0. Supplementary groups come from the group database only when no group was given
 explicitly: an explicit group means "this group and no other".
+
+Who uses it: every program reads its settings through it (the target user is a setting); the boot
+drops to the user it resolves. Started non-root, `current` describes the user the process already is.
 """
 
 from __future__ import annotations

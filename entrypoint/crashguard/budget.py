@@ -1,8 +1,6 @@
 """The restart policy's arithmetic: the backoff delay, and the exits that count toward a refusal.
 
-Who runs it: the crash guard's policy (`policy.Guard`), inside supervisord's process, as a
-thread, as the target user, once supervisord is up. Pure: time is passed in, nothing is
-read or written, so every rule here is tested without sleeping.
+Pure: time is passed in, nothing is read or written, so every rule here is tested without sleeping.
 """
 
 from __future__ import annotations

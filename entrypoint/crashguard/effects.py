@@ -1,9 +1,7 @@
 """What the crash guard's policy asks for: the effects its every decision returns, as data.
 
-Who runs it: the crash guard, inside supervisord's process, as a thread, as the target user,
-once supervisord is up: `policy.Guard` returns these, `runtime.Runtime` carries them out (a log
-line, the timer, a start, a question to the program's CLI, the boot ledger, the exit action), in
-order.
+`policy.Guard` returns these, `runtime.Runtime` carries them out (a log line, the timer, a start, a
+question to the program's CLI, the boot ledger, the exit action), in order.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """What the crash guard's worker learns and hands to its policy, as data: the memory cgroup's
 figures at an exit, and the program's answer about a restart handoff.
 
-Who runs it: the crash guard, inside supervisord's process, as a thread, as the target user,
-once supervisord is up: `runtime.Runtime` fills these in (from `common/cgroup` and
-the program's CLI, `handoff`), `policy.Guard` decides from them.
+`runtime.Runtime` fills these in (from `common/cgroup` and the program's CLI, `handoff`),
+`policy.Guard` decides from them.
 """
 
 from __future__ import annotations

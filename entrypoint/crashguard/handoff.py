@@ -2,14 +2,13 @@
 (`capabilities`, asked once per image, the answer kept in the state volume), and was this exit a
 restart it requested (`consume --expected-pid PID`)?
 
-Who runs it: the crash guard, inside supervisord's process, as a helper thread of its worker, as
-the target user, after a clean exit of the program, so that supervisord's events keep flowing while
-the CLI starts (cold, it takes seconds). The CLI runs with supervisord's environment, which is the
-program's own, in a session of its own: a CLI past its timeout is killed
-with everything it started. Parsing the answers is pure; the contract's rules are the program's
-(its package's docs, `cli/gateway/restart-and-supervision.md`, "External supervisors"): valid
-requests answer JSON with exit code 0, including "no handoff"; errors say `status: "error"` and a
-reason.
+Where it differs: a helper thread of the worker, after a clean exit of the program, so that
+supervisord's events keep flowing while the CLI starts (cold, it takes seconds). The CLI runs with
+supervisord's environment, which is the program's own, in a session of its own: a CLI past its
+timeout is killed with everything it started. Parsing the answers is pure; the contract's rules are
+the program's (its package's docs, `cli/gateway/restart-and-supervision.md`, "External
+supervisors"): valid requests answer JSON with exit code 0, including "no handoff"; errors say
+`status: "error"` and a reason.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..common import guardplan, rundir
+from ..common import guardplan, rundir, text
 from ..common.guardplan import HandoffPlan
 from .facts import Answer, Handoff
 
@@ -88,7 +87,7 @@ def answer_of(text: str) -> dict[str, Any] | None:
 
 def _last_line(ran: Ran) -> str:
     lines = [line.strip() for line in (ran.stderr or ran.stdout).splitlines() if line.strip()]
-    return (lines[-1] if lines else "")[:_DETAIL_MAX]
+    return text.one_line(lines[-1] if lines else "", _DETAIL_MAX)
 
 
 def _why(ran: Ran) -> str:
@@ -120,7 +119,8 @@ def consumed(pid: int, ran: Ran) -> Handoff:
     answer = answer_of(ran.stdout)
     if answer is None:
         return Handoff(pid, Answer.FAILED, f"consume: {_why(ran)}")
-    status, reason = str(answer.get("status")), str(answer.get("reason") or "")
+    status = text.one_line(str(answer.get("status")), _DETAIL_MAX)
+    reason = text.one_line(str(answer.get("reason") or ""), _DETAIL_MAX)
     handoff = answer.get("handoff")
     if ran.code == 0 and answer.get("ok") is True and status == "accepted" and isinstance(handoff, dict):
         return Handoff(
@@ -138,7 +138,7 @@ def consumed(pid: int, ran: Ran) -> Handoff:
 
 
 def _text(value: Any) -> str | None:
-    return value[:_DETAIL_MAX] if isinstance(value, str) and value else None
+    return text.one_line(value, _DETAIL_MAX) if isinstance(value, str) and value else None
 
 
 def cached(plan: HandoffPlan) -> bool | None:

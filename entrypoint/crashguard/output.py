@@ -1,12 +1,10 @@
 """What the program last said: its output as lines, kept short, and secrets taken out of it before
 any of it is logged.
 
-Who runs it: the crash guard's policy (`policy.Guard`), inside supervisord's process, as a
-thread, as the target user, once supervisord is up. Pure: supervisord's log events bring
-chunks of the program's stdout and stderr; the lines they make are kept here, the last stderr lines
-to explain a refusal or a hold, the last lines of both streams to say what the program was doing
-when its stop timeout ran out, and whether a line since its last start names a refusal that passes
-by itself.
+Pure: supervisord's log events bring chunks of the program's stdout and stderr; the lines they make
+are kept here, the last stderr lines to explain a refusal or a hold, the last lines of both streams
+to say what the program was doing when its stop timeout ran out, and whether a line since its last
+start names a refusal that passes by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +12,8 @@ from __future__ import annotations
 import collections
 import re
 from collections.abc import Iterable, Mapping
+
+from ..common import text
 
 TAIL_LINES = 20
 LINE_MAX = 500  # characters kept of one line
@@ -109,7 +109,7 @@ class Output:
         self.matched = None
 
     def _line(self, stream: str, line: str) -> None:
-        line = line[:LINE_MAX]
+        line = text.one_line(line, LINE_MAX)  # whatever the program wrote: one valid, short line
         if stream == "stderr":
             self.stderr.append(line)
         self.both.append(line)

@@ -1,10 +1,9 @@
 """The crash guard plugged into supervisord: its events handed to the guard's worker, in order.
 
-Who runs it: supervisord, in its own process and main thread, as the target user: it calls
-`make_rpcinterface` while it starts (forked by the init, or exec'd as `<init> supervisord`),
-because its config names it (`[rpcinterface:crashguard]`, rendered by `pid1/supervisord.py`),
-and again at each reload (SIGHUP); then `_feed` for each event. The process that ran supervisord
-calls `finish` once supervisord has returned.
+Where it differs: supervisord's main thread: it calls `make_rpcinterface` while it starts, because
+its config names it (`[rpcinterface:crashguard]`, rendered by `pid1/supervision.py`), and again at
+each reload (SIGHUP); then `_feed` for each event. The process that ran supervisord calls `finish`
+once supervisord has returned (`supervisord/serve`).
 
 An XML-RPC interface factory is the one hook supervisord offers to code in its own process, and
 it is called at the right moment: after supervisord has reset its event bus (at its start and at
@@ -90,9 +89,14 @@ def _reap_programs(options: Any) -> tuple[int | None, int | None]:
 
 
 def _feed(event: events.Event) -> None:
-    """supervisord's callback, in its loop: render the event as a listener gets it, and queue it."""
+    """supervisord's callback, in its loop: the program's output into the backlog, as the bytes it
+    wrote; any other event rendered as a listener gets it, and queued."""
     runtime = _runtime
     if runtime is None:
+        return
+    if isinstance(event, events.ProcessLogEvent):
+        data = event.data if isinstance(event.data, bytes) else str(event.data).encode()
+        runtime.output(event.process.config.name, str(event.channel), data)
         return
     kind = type(event)
     name = _names.get(kind)
@@ -103,13 +107,20 @@ def _feed(event: events.Event) -> None:
 
 def event_of(name: str, payload: str, now: float) -> Event:
     """An event as supervisord's listeners get it: the payload's `key:value` tokens (a value may
-    itself contain ':') and, for output, the data on the lines after them."""
-    head, _, data = payload.partition("\n") if name.startswith("PROCESS_LOG") else (payload, "", "")
-    pairs = (token.split(":", 1) for token in head.split())
-    return Event(name, {pair[0]: pair[1] for pair in pairs if len(pair) == 2}, data, now)
+    itself contain ':')."""
+    pairs = (token.split(":", 1) for token in payload.split())
+    return Event(name, {pair[0]: pair[1] for pair in pairs if len(pair) == 2}, now)
+
+
+def current() -> Runtime | None:
+    """The guard this process runs (once supervisord has loaded it, until `finish`), or None."""
+    return _runtime
 
 
 def finish() -> None:
-    """Once supervisord has returned: the worker handles what is queued, then ends."""
-    if _runtime is not None:
-        _runtime.finish(FINISH_WITHIN_S)
+    """Once supervisord has returned: the worker handles what is queued, then ends, and the guard
+    with it (a supervisord started again in this process would load a fresh one)."""
+    global _runtime
+    runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.finish(FINISH_WITHIN_S)

@@ -1,32 +1,33 @@
-"""The crash guard's restart policy: the program's state machine, driven by supervisord's events.
+"""The crash guard's restart policy: the program's state machine, every transition on this page.
 
-Who runs it: the crash guard's worker (`runtime.py`), inside supervisord's process, as a thread,
-as the target user, once supervisord is up. Pure: every input takes `now` and returns the effects
-to carry out (log lines, the timer, starts, questions to the program's CLI, the boot ledger, the
-exit action), which the worker executes. What it keeps is `record.py`, what
-an exit nobody asked for leads to `exits.py`, the backoff's arithmetic `budget.py`, the program's
-last lines `output.py`.
+Pure: every input (supervisord's events, the timer, the program's answer about a handoff) takes
+`now` and returns the effects to carry out, which the worker (`runtime`) executes. supervisord
+alone restarts a program that outlived `startsecs` forever and without delay, gives up only on
+start failures and exits 0 whatever happened; so the program runs with `autorestart=false` and the
+guard decides. The states are `common/guardstate.State`; `None` is before supervisord's first event.
 
-supervisord alone restarts a program that outlived `startsecs` forever and without delay, gives up
-only on start failures, and exits 0 whatever happened. So the program runs with `autorestart=false`
-and the guard decides instead, for every exit while the init is not stopping:
+    STATE            --input-->                                   STATE            decided by
+    any              --STARTING (supervisord, operator, guard)--> STARTING         policy
+    STARTING         --RUNNING-->                                 RUNNING          policy
+    STARTING,RUNNING --EXITED, the init stopping-->               STOPPED          policy
+    STARTING,RUNNING --EXITED 0, a handoff contract to ask-->     HANDOFF          policy
+    STARTING,RUNNING --EXITED, anything else-->                   BACKOFF|WAITING|HELD|REFUSED
+                                                                                   aftermath.judge
+    HANDOFF          --answer: accepted-->                        HANDOFF (start)  policy
+    HANDOFF          --answer: declined, failed, unsupported-->   as EXITED above  aftermath.judge
+    HANDOFF          --answer, the init stopping-->               STOPPED          policy
+    BACKOFF,WAITING  --timer-->                                   (start)          policy
+    HELD             --timer at retry_at-->                       (start, retrying) policy
+    BACKOFF,WAITING,HELD --timer, the init stopping-->            STOPPED          policy
+    any              --STOPPED (an operator's or the init's stop)--> STOPPED       policy
+    None             --a hold PID 1 wrote before supervisord-->   HELD             runtime (adopts)
+    any              --TICK_5: supervisord disagrees twice-->     as its event     policy (reconciles)
 
-- a clean exit is first put to the program (`HANDOFF`): a restart it asked for (its restart-handoff
-  contract) starts it again at once, never counted;
-- an exit with EX_CONFIG (78) holds at once, with the program's own reason; with the `exit` action
-  the init exits with 78;
-- a refusal to start that passes by itself (another owner's lease) is waited out (`WAITING`),
-  not counted, for a bounded time;
-- every other exit counts: the next start waits `backoff_initial_s`, doubling, capped at
-  `backoff_max_s`, back to the initial delay once the program stayed up `backoff_reset_s`; the
-  `crashloop_burst`-th exit within `crashloop_window_s` is refused: `hold` keeps the container up
-  with the program stopped, `exit` ends the init with 75;
-- a hold for a crash loop is tried once more after `hold_retry_s`: an unexpected exit within
-  `backoff_reset_s` of that start holds again at once.
-
-Operators win: their stops never count and are never undone (`supervisorctl stop` during a backoff
-moves the program to STOPPED, see `pid1/rpcinterface.py`), a start they make clears the exit
-history, the backoff and any hold. Nothing is started once the init is stopping.
+`(start)`: the guard asks supervisord to start the program; its STARTING event follows. What an
+exit nobody asked for leads to is `aftermath`'s (config refused: HELD at once; a refusal that passes
+by itself: WAITING; a crash: BACKOFF, or HELD/REFUSED past the burst; the attempt after a hold:
+HELD again). Operators win: their stops never count and are never undone, and a start they make
+clears the exit history, the backoff and any hold. Nothing is started once the init is stopping.
 """
 
 from __future__ import annotations
@@ -34,20 +35,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..common import log
-from ..common.guardstate import HOLDING, ExitRecord, State, int_or_none
+from ..common.guardstate import HOLDING, ExitRecord, State, int_or_none, leave_hold_hint
 from ..common.ledger import Outcome
+from . import lines
+from .aftermath import Ended, oom_killed
 from .effects import AskHandoff, Cancel, Effect, MarkLedger, Schedule
-from .exits import Ended, oom_killed
 from .facts import Answer, Handoff, Memory
 from .record import Record
 
 # Faults of supervisor.startProcess (supervisor.xmlrpc.Faults) that mean the command itself is
 # broken: no process was spawned, so no event will follow and the failure counts here.
 START_FAULTS_COUNTED = ("NO_FILE", "NOT_EXECUTABLE")
-# The stop-timeout line is written this long before supervisord's SIGKILL: it says what the program
-# was still doing, and once the program is gone supervisord's process ends soon after.
-STOP_TIMEOUT_LEAD_S = 0.5
 # States in which the guard itself may have a start on its way (its STARTING event not yet seen).
 _STARTED_BY_GUARD = frozenset({State.BACKOFF, State.WAITING, State.HANDOFF})
 
@@ -66,42 +64,29 @@ class Guard(Record):
         else:
             by = "operator"
             if self.state in (*HOLDING, *_STARTED_BY_GUARD) or self.budget.exits:
-                effects.append(Cancel())
-                effects.append(
-                    self._log(
-                        "info",
-                        "crash_guard_rearmed",
-                        f"{self.program} was started by an operator: exit history, backoff and hold cleared",
-                        previous_state=self.state,
-                        exits_cleared=len(self.budget.exits),
-                    )
-                )
+                effects += [Cancel(), lines.rearmed(self.program, self.state, len(self.budget.exits))]
             self.budget.rearm()
             self.retrying = False
             self.aftermath.forget_wait()
         self.output.new_run()
         self.stopping_since = None
-        self._enter(State.STARTING, now)
-        effects.append(
-            self._log(
-                "info",
-                "gateway_starting",
-                f"{self.program} is starting",
-                requested_by=by,
-                restarts=self.restarts,
-            )
-        )
-        return effects
+        self._enter(State.STARTING, now)  # any -> STARTING
+        return [*effects, lines.starting(self.program, by, self.restarts)]
 
     def on_running(self, now: float, pid: int | None, started_at: float | None = None) -> list[Effect]:
         """`started_at`: when the process really started, if known (events can arrive late, e.g.
         while the worker is busy with an earlier one); uptimes are measured from it."""
-        self._enter(State.RUNNING, now)
+        self._enter(State.RUNNING, now)  # STARTING -> RUNNING
         self.running_since = started_at if started_at is not None and started_at <= now else now
         self.pid = pid
         effects: list[Effect] = [
-            self._log(
-                "info", "gateway_running", f"{self.program} is running", pid=pid, restarts=self.restarts
+            lines.line(
+                self.program,
+                "info",
+                "gateway_running",
+                f"{self.program} is running",
+                pid=pid,
+                restarts=self.restarts,
             )
         ]
         if self.ledger_outcome != Outcome.READY:
@@ -123,37 +108,34 @@ class Guard(Record):
         if self.running_since is not None:  # measured here, finer than supervisord's whole seconds
             uptime_s = max(0.0, now - self.running_since)
         self.output.flush()
-        ended = Ended(
-            ExitRecord(now, exit_code, uptime_s),
-            pid or self.pid,
-            self.output.matched,
-            oom_killed(exit_code, self.oom_kills_seen, memory),
-        )
+        oom = oom_killed(exit_code, self.oom_kills_seen, memory)
+        ended = Ended(ExitRecord(now, exit_code, uptime_s), pid or self.pid, self.output.matched, oom)
         if memory is not None and memory.oom_kills is not None:
             self.oom_kills_seen = memory.oom_kills  # the next run's kills are counted from here
-        fields: dict[str, Any] = {
-            "exited_at": log.rfc3339(now),  # when supervisord reported it (the line may come later)
-            "exit_code": exit_code,
-            "expected": stopping,
-            "uptime_s": None if uptime_s is None else round(uptime_s, 3),
-            "pid": ended.pid,
-        }
-        if spawn_error:
-            fields["spawn_error"] = spawn_error
-        what = f"could not be started ({spawn_error})" if spawn_error else f"exited with code {exit_code}"
         # The program writes a restart handoff before a clean exit, and only then.
         asks = exit_code == 0 and bool(ended.pid) and self.handoffs and self.capable is not False
         # Warned only when it already is a crash: what follows a question or a wait says the rest.
         level = "info" if stopping or asks or self.aftermath.waits(ended, now) else "warning"
-        effects: list[Effect] = [self._log(level, "gateway_exited", f"{self.program} {what}", **fields)]
+        uptime = None if uptime_s is None else round(uptime_s, 3)
+        said = {"expected": stopping, "uptime_s": uptime, "pid": ended.pid}
+        effects: list[Effect] = [
+            lines.exited(
+                self.program,
+                level,
+                now,
+                exit_code,
+                **said,
+                **({"spawn_error": spawn_error} if spawn_error else {}),
+            )
+        ]
         self.pid = None
         self.stopping_since = None
-        if stopping:
+        if stopping:  # STARTING, RUNNING -> STOPPED
             return effects + self._stopped_by_init(
                 now, f"{self.program} stopped while the init is stopping; not restarted"
             )
         if asks and ended.pid:
-            self._enter(State.HANDOFF, now)
+            self._enter(State.HANDOFF, now)  # STARTING, RUNNING -> HANDOFF
             self.pending = ended
             self.pid = ended.pid
             return [*effects, Cancel(), AskHandoff(ended.pid, probe=self.capable is None)]
@@ -164,115 +146,90 @@ class Guard(Record):
         effects: list[Effect] = []
         if answer.capable is not None:
             self.capable = answer.capable
-            offers = "offers" if answer.capable else "does not offer"
-            effects.append(
-                self._log(
-                    "info",
-                    "restart_handoff_capabilities",
-                    f"the CLI of {self.program} {offers} restart handoffs (kept for this image)",
-                    capable=answer.capable,
-                )
-            )
+            effects.append(lines.capabilities(self.program, answer.capable))
         ended = self.pending
         if self.state != State.HANDOFF or ended is None or ended.pid != answer.pid:
             return effects  # an operator acted meanwhile: their action stands
         self.pid = None
-        if stopping:
+        if stopping:  # HANDOFF -> STOPPED
             return effects + self._stopped_by_init(
                 now, f"{self.program} is not restarted: the init is stopping"
             )
-        if answer.answer == Answer.ACCEPTED:
+        if answer.answer == Answer.ACCEPTED:  # HANDOFF -> (start), not counted
             self.pending = None  # answered; HANDOFF until the start it asks for is seen
             self.aftermath.forget_wait()
-            return [
-                *effects,
-                self._log(
-                    "info",
-                    "gateway_restart_requested",
-                    f"{self.program} asked for this restart ({answer.reason or 'no reason given'}, "
-                    f"from {answer.source or 'an unknown source'}): started again at once, not counted",
-                    reason=answer.reason,
-                    source=answer.source,
-                    restart_kind=answer.restart_kind,
-                    pid=answer.pid,
-                    requested_restarts=self.requested_restarts + 1,
-                ),
-                *self._start(requested=True),
-            ]
+            said = lines.restart_requested(self.program, answer, self.requested_restarts + 1)
+            return [*effects, said, *self._start(requested=True)]
         if answer.answer == Answer.FAILED:
             # No answer is no request. The contract asks a supervisor that cannot tell to exit so
             # that the process manager's recovery policy runs; here the guard is that recovery
             # policy: the exit is treated as unexpected (backoff, counted, refusal, hold or exit).
-            effects.append(
-                self._log(
-                    "warning",
-                    "restart_handoff_failed",
-                    f"could not ask {self.program} whether it requested this restart "
-                    f"({self.redact(answer.detail)}): treated as an unexpected exit",
-                    detail=self.redact(answer.detail),
-                    pid=answer.pid,
-                )
-            )
+            effects.append(lines.handoff_failed(self.program, answer, self.redact(answer.detail)))
         else:
-            effects.append(
-                self._log(
-                    "info",
-                    "restart_handoff_declined",
-                    f"{self.program} did not ask for this restart ({answer.detail})",
-                    answer=answer.answer,
-                    detail=answer.detail,
-                    pid=answer.pid,
-                )
-            )
+            effects.append(lines.handoff_declined(self.program, answer))
         return effects + self._unrequested(ended, now)
 
     def _unrequested(self, ended: Ended, now: float) -> list[Effect]:
-        """An exit nobody asked for: what it means decides what comes next."""
+        """An exit nobody asked for: `aftermath` judges what it means, the state follows."""
         after = self.aftermath.judge(
             ended, now, retrying=self.retrying, stderr=self.redact.lines(self.output.stderr)
         )
         effects = list(after.effects)
         if after.state in HOLDING:
             self.ledger_outcome = Outcome.REFUSED
-        if after.state == State.HELD:
+        if after.state == State.HELD:  # -> HELD
             return effects + self.hold(
                 after.reason or "", now, retry=after.retry, level=after.level, **after.fields
             )
-        self._enter(after.state, now)
+        self._enter(after.state, now)  # -> BACKOFF, WAITING, REFUSED
         self.held_reason = after.reason
         self.delay_s, self.restart_at, self.waiting_for = after.delay_s, after.restart_at, after.waiting_for
         return [*effects, Cancel() if after.restart_at is None else Schedule(after.restart_at)]
 
+    def hold(
+        self,
+        reason: str,
+        now: float,
+        *,
+        retry: bool = True,
+        level: str = "warning",
+        how_to_leave: str | None = None,
+        **fields: Any,
+    ) -> list[Effect]:
+        """Hold the program: by a refusal, the boot ledger, or a configuration it rejects. A hold
+        for a cause that may pass (`retry`) is tried once more after the cool-down."""
+        self._enter(State.HELD, now)  # -> HELD
+        self.held_reason = reason
+        self.how_to_leave = how_to_leave
+        self.pid = None
+        self.retrying = False
+        cool_down = self.policy.hold_retry_s if retry else 0.0
+        self.retry_at = now + cool_down if cool_down > 0 else None
+        hint = how_to_leave or leave_hold_hint(self.program)
+        said = lines.held(self.program, level, reason, hint, self.retry_at, **fields)
+        return [Cancel() if self.retry_at is None else Schedule(self.retry_at), said]
+
     def on_stopping(self, now: float, *, stopping: bool) -> list[Effect]:
-        """supervisord sent the stop signal; it kills the program `stop_wait_s` later."""
+        """supervisord sent the stop signal; it kills the program at the end of its stop timeout."""
         self.stopping_since = now
-        return [
-            self._log(
-                "info",
-                "gateway_stopping",
-                f"{self.program} is being stopped",
-                requested_by="init" if stopping else "operator",
-                pid=self.pid,
-                stop_timeout_s=self.policy.stop_wait_s,
-            ),
-            Schedule(now + max(0.0, self.policy.stop_wait_s - STOP_TIMEOUT_LEAD_S)),
-        ]
+        clocks = self.policy.stop_clocks
+        said = lines.stopping(
+            self.program, "init" if stopping else "operator", self.pid, clocks.supervisord_s
+        )
+        return [said, Schedule(now + clocks.guard_warns_s)]
 
     def on_stopped(self, now: float, *, stopping: bool) -> list[Effect]:
-        self._enter(State.STOPPED, now)
+        self._enter(State.STOPPED, now)  # any -> STOPPED
         self.pid = None
         self.stopping_since = None
         self.retrying = False
         self.aftermath.forget_wait()
-        return [
-            Cancel(),
-            self._log(
-                "info",
-                "gateway_stopped",
-                f"{self.program} stopped; it is not restarted until started again",
-                requested_by="init" if stopping else "operator",
-            ),
-        ]
+        message = f"{self.program} stopped; it is not restarted until started again"
+        return [Cancel(), lines.stopped(self.program, message, "init" if stopping else "operator")]
+
+    def _stopped_by_init(self, now: float, message: str) -> list[Effect]:
+        self._enter(State.STOPPED, now)  # -> STOPPED: the init is stopping, nothing starts again
+        return [Cancel(), lines.stopped(self.program, message, "init")]
 
     def on_output(self, stream: str, data: str) -> None:
         self.output.feed(stream, data)
@@ -286,43 +243,26 @@ class Guard(Record):
         due = self.retry_at if retry else self.restart_at  # each is set only in its own states
         if due is None or now < due - 0.01:  # nothing due (a timer outlived its purpose)
             return []
-        if stopping:
+        if stopping:  # BACKOFF, WAITING, HELD -> STOPPED
             return self._stopped_by_init(now, f"{self.program} is not restarted: the init is stopping")
         effects: list[Effect] = []
-        if retry:
+        if retry:  # HELD -> (start), the one attempt after the cool-down
+            reset_s = self.policy.backoff_reset_s
             effects.append(
-                self._log(
-                    "warning",
-                    "gateway_hold_retry",
-                    f"{self.program} was held {self.policy.hold_retry_s:g}s ago ({self.held_reason}): "
-                    "trying once more; an exit within "
-                    f"{self.policy.backoff_reset_s:g}s holds it again",
-                    held_reason=self.held_reason,
-                    cool_down_s=self.policy.hold_retry_s,
-                )
+                lines.hold_retry(self.program, self.held_reason, self.policy.hold_retry_s, reset_s)
             )
             self.budget.rearm()
             self.retrying = True
             self.aftermath.forget_wait()
-        return effects + self._start()
+        return effects + self._start()  # BACKOFF, WAITING -> (start)
 
     def _stop_timeout(self, now: float) -> list[Effect]:
         started, self.stopping_since = self.stopping_since or now, None
         if self.state not in (State.STARTING, State.RUNNING):
             return []
         tail = self.redact.lines(self.output.last())
-        return [
-            self._log(
-                "error",
-                "gateway_stop_timeout",
-                f"{self.program} did not stop within its stop timeout ({self.policy.stop_wait_s}s): "
-                "supervisord kills it (SIGKILL); what it was still doing is in output_tail",
-                pid=self.pid,
-                stop_timeout_s=self.policy.stop_wait_s,
-                stopping_for_s=round(now - started, 3),
-                output_tail=tail,
-            )
-        ]
+        timeout_s = self.policy.stop_clocks.supervisord_s
+        return [lines.stop_timeout(self.program, self.pid, timeout_s, now - started, tail)]
 
     def on_start_failed(self, now: float, fault: str, detail: str, *, stopping: bool) -> list[Effect]:
         """startProcess answered with a fault: a broken command counts as an exit."""
@@ -335,15 +275,7 @@ class Guard(Record):
             return []
         # SPAWN_ERROR: supervisord already reported STARTING -> BACKOFF, which counted.
         # Anything else (supervisord shutting down, not answering): say so; TICK reconciles.
-        return [
-            self._log(
-                "warning",
-                "gateway_start_failed",
-                f"supervisord did not start {self.program}: {fault} {detail}",
-                fault=fault,
-                detail=detail,
-            )
-        ]
+        return [lines.start_failed(self.program, fault, detail)]
 
     def on_tick(self, now: float, info: Mapping[str, Any] | None, *, stopping: bool) -> list[Effect]:
         """Every 5 s: earn the backoff reset, and reconcile with what supervisord reports.
@@ -378,20 +310,11 @@ class Guard(Record):
         """Staying up `backoff_reset_s` resets the backoff, and ends the attempt after a hold."""
         if self.state != State.RUNNING or self.running_since is None:
             return []
-        up_long = now - self.running_since >= self.policy.backoff_reset_s
+        reset_s = self.policy.backoff_reset_s
         effects: list[Effect] = []
-        if self.retrying and up_long:
+        if self.retrying and now - self.running_since >= reset_s:
             self.retrying = False
-            up = f"{self.program} stayed up {self.policy.backoff_reset_s:g}s after the attempt that followed"
-            effects.append(
-                self._log("info", "gateway_recovered", f"{up} its hold: its exits count as usual again")
-            )
+            effects.append(lines.recovered(self.program, reset_s))
         if self.budget.on_up(self.running_since, now):
-            effects.append(
-                self._log(
-                    "info",
-                    "gateway_backoff_reset",
-                    f"{self.program} stayed up {self.policy.backoff_reset_s:g}s: backoff reset",
-                )
-            )
+            effects.append(lines.backoff_reset(self.program, reset_s))
         return effects

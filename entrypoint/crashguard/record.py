@@ -1,24 +1,40 @@
-"""What the crash guard keeps about the program: its state, its counters, its hold and its wait, and
-how they map onto the state file (`common/guardstate`) and back.
+"""What the crash guard keeps about the program: its state, its counters, its hold and its wait,
+what entering a state resets, and how it maps onto the state file (`common/guardstate`).
 
-Who runs it: the crash guard, inside supervisord's process, as a thread, as the target user,
-once supervisord is up: `policy.Guard` is a `Record` that reacts to events. Pure, as the policy
-is.
+Pure, as the policy is: `policy.Guard` is a `Record` that reacts to events, and decides every
+transition; this module only keeps what the transitions leave behind.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..common import log
 from ..common.guardplan import LeaseRule
-from ..common.guardstate import HOLDING, Snapshot, State, leave_hold_hint
+from ..common.guardstate import HOLDING, Snapshot, State
 from ..common.ledger import Outcome
 from ..common.plans import RestartPolicy
+from .aftermath import Aftermath, Ended
 from .budget import RestartBudget
-from .effects import Cancel, Effect, Log, Schedule, Start
-from .exits import Aftermath, Ended
+from .effects import Effect, Start
 from .output import Output, Redactor
+
+
+# What the state file says as the record keeps it, under the same names.
+_KEPT_AS_IS = (
+    "program",
+    "since",
+    "pid",
+    "running_since",
+    "restarts",
+    "requested_restarts",
+    "delay_s",
+    "restart_at",
+    "held_reason",
+    "how_to_leave",
+    "retry_at",
+    "retrying",
+    "waiting_for",
+)
 
 
 class Record:
@@ -54,6 +70,7 @@ class Record:
         self.delay_s: float | None = None
         self.restart_at: float | None = None
         self.held_reason: str | None = None
+        self.how_to_leave: str | None = None  # HELD: its own way out, when it has one
         self.retry_at: float | None = None
         self.retrying = False
         self.waiting_for: str | None = None
@@ -78,18 +95,12 @@ class Record:
             self.waiting_for = None
         if state not in HOLDING:
             self.held_reason = None
+            self.how_to_leave = None
             self.retry_at = None
         if state != State.RUNNING:
             self.running_since = None
         if state != State.HANDOFF:
             self.pending = None
-
-    def _log(self, level: str, event: str, message: str, **fields: Any) -> Log:
-        return Log(level, event, message, {"program": self.program, **fields})
-
-    def _stopped_by_init(self, now: float, message: str) -> list[Effect]:
-        self._enter(State.STOPPED, now)
-        return [Cancel(), self._log("info", "gateway_stopped", message, requested_by="init")]
 
     def _start(self, *, requested: bool = False) -> list[Effect]:
         self.start_requested = True
@@ -99,52 +110,15 @@ class Record:
             self.restarts += 1
         return [Start()]
 
-    def hold(
-        self, reason: str, now: float, *, retry: bool = True, level: str = "warning", **fields: Any
-    ) -> list[Effect]:
-        """Hold the program: by a refusal, the boot ledger, or a configuration it rejects. A hold
-        for a cause that may pass (`retry`) is tried once more after the cool-down."""
-        self._enter(State.HELD, now)
-        self.held_reason = reason
-        self.pid = None
-        self.retrying = False
-        cool_down = self.policy.hold_retry_s if retry else 0.0
-        self.retry_at = now + cool_down if cool_down > 0 else None
-        hint = leave_hold_hint(self.program)
-        again = "" if self.retry_at is None else f"; tried once more at {log.rfc3339(self.retry_at)}"
-        return [
-            Cancel() if self.retry_at is None else Schedule(self.retry_at),
-            self._log(
-                level,
-                "gateway_held",
-                f"{self.program} is held and will not be started: {reason}{again}; {hint}",
-                reason=reason,
-                how_to_leave=hint,
-                retry_at=None if self.retry_at is None else log.rfc3339(self.retry_at),
-                **fields,
-            ),
-        ]
-
     # -- persistence ------------------------------------------------------------------------------
     def snapshot(self, now: float) -> Snapshot:
         """The state file's contents as far as the policy knows them (the worker adds which
         supervisord it runs in)."""
         return Snapshot(
-            program=self.program,
+            **{name: getattr(self, name) for name in _KEPT_AS_IS},
             state=self.state or State.STARTING,
-            since=self.since,
-            pid=self.pid,
-            running_since=self.running_since,
-            restarts=self.restarts,
-            requested_restarts=self.requested_restarts,
             backoff_attempt=self.budget.attempt,
-            delay_s=self.delay_s,
-            restart_at=self.restart_at,
             exits=tuple(self.budget.recent(now)),
-            held_reason=self.held_reason,
-            retry_at=self.retry_at,
-            retrying=self.retrying,
-            waiting_for=self.waiting_for,
             waiting_since=self.aftermath.waiting_since,
             burst=self.policy.crashloop_burst,
             window_s=self.policy.crashloop_window_s,

@@ -1,15 +1,14 @@
 """The crash guard's worker: supervisord's events in order, the policy's effects carried out.
 
-Who runs it: inside supervisord's process, as a thread (`crashguard-worker`), as the target user,
-from supervisord's start (`plugin` starts it when supervisord loads the guard) to its end.
-`Runtime` feeds the events `plugin` hands over to the policy (`policy.Guard`) in order and does
-all the I/O its effects ask for, none of it in supervisord's own thread: XML-RPC to supervisord
-on its control socket (`tools/rpc`; supervisord is single-threaded, and its objects are never
-touched from here), the timer, the memory cgroup's figures (`common/cgroup`), the boot ledger and
-the run dir's files: `crashguard.json` (`common/guardstate`, written after every change, read by
-`health`, `status` and the sd_notify loop), `stopping` (created by the init) and `exit-code`.
-Questions to the program's CLI (`handoff`) run in helper threads; their answers come back to the
-worker as inputs, in turn with the events.
+The worker thread (`crashguard-worker`), from supervisord's start (`plugin` starts it when
+supervisord loads the guard) to its end. `Runtime` feeds the events `plugin` hands over to the
+policy (`policy.Guard`) in order and does all the I/O its effects ask for, none of it in
+supervisord's own thread: XML-RPC to supervisord on its control socket (`common/control`;
+supervisord is single-threaded, and its objects are never touched from here), the timer, the memory
+cgroup's figures (`common/cgroup`), the boot ledger and the run dir's files: `crashguard.json`
+(`common/guardstate`, written after every change, read by `health`, `status` and the sd_notify
+loop), `stopping` (created by the init) and `exit-code`. Questions to the program's CLI (`handoff`)
+run in helper threads; their answers come back to the worker as inputs, in turn with the events.
 """
 
 from __future__ import annotations
@@ -23,11 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..common import cgroup, guardstate, ledger, log, rundir
+from ..common import cgroup, guardstate, ledger, log, procfs, rundir
+from ..common.control import Fault, Supervisor, fault_name
 from ..common.guardplan import GuardPlan
 from ..common.guardstate import Snapshot, State, int_or_none
-from ..tools.rpc import Fault, Supervisor, fault_name
 from . import handoff
+from .backlog import Backlog
 from .effects import AskHandoff, Cancel, Effect, ExitAction, Log, MarkLedger, Schedule, Start
 from .facts import Answer, Handoff, Memory
 from .output import Redactor
@@ -44,13 +44,19 @@ _logger = log.get("crashguard")
 
 @dataclass(frozen=True)
 class Event:
-    """One of supervisord's events, as its event listeners get it: `headers` are the payload's
-    `key:value` tokens, `data` what follows them (a log event's output)."""
+    """One of supervisord's events (but the program's output, which goes to the backlog), as its
+    event listeners get it: `headers` are the payload's `key:value` tokens."""
 
     name: str  # supervisord's event name, e.g. PROCESS_STATE_EXITED
     headers: Mapping[str, str]
-    data: str
     now: float
+
+
+class OutputWaits:
+    """The worker's cue that the program's output waits in the backlog (one per batch)."""
+
+
+_OUTPUT_WAITS = OutputWaits()
 
 
 class Runtime:
@@ -86,7 +92,8 @@ class Runtime:
         # Which supervisord the guard runs in: a kept run dir holds older boots' files.
         self.supervisord_started = supervisord_started
         self.supervisord_pid = supervisord_pid
-        self.inbox: queue.Queue[Event | Handoff | None] = queue.Queue()
+        self.inbox: queue.Queue[Event | Handoff | OutputWaits | None] = queue.Queue()
+        self.backlog = Backlog()
         self.timer_at: float | None = None
         self._written: Snapshot | None = None
         self.thread = threading.Thread(target=self._run, name="crashguard-worker", daemon=True)
@@ -96,8 +103,14 @@ class Runtime:
         self._adopt()
         self.thread.start()
 
-    def submit(self, event: Event | Handoff | None) -> None:
+    def submit(self, event: Event | Handoff | OutputWaits | None) -> None:
         self.inbox.put(event)
+
+    def output(self, program: str, stream: str, data: bytes) -> None:
+        """The program wrote `data` on `stream` (in supervisord's thread): into the backlog, and
+        the worker told once until it takes it, in turn with the events."""
+        if program == self.guard.program and self.backlog.add(stream, data):
+            self.submit(_OUTPUT_WAITS)
 
     def finish(self, timeout_s: float) -> None:
         """Handle every event already queued, then end the worker (waiting `timeout_s` at most):
@@ -120,7 +133,8 @@ class Runtime:
         if saved is None or saved.program not in (None, self.guard.program):
             return
         if saved.state == State.HELD and self._written_for_this_boot(saved):
-            self._apply(self.guard.hold(saved.held_reason or "held at boot", self.clock()))
+            reason, retry = saved.held_reason or "held at boot", saved.retry_at is not None
+            self._apply(self.guard.hold(reason, self.clock(), retry=retry, how_to_leave=saved.how_to_leave))
 
     def _written_for_this_boot(self, saved: Snapshot) -> bool:
         """A held state the init wrote for this boot, not one left in a kept run dir."""
@@ -140,11 +154,18 @@ class Runtime:
                 )
                 continue
             if event is None:
+                self._guarded("output", self._take_output)
                 return
-            if isinstance(event, Handoff):
+            if isinstance(event, OutputWaits):
+                self._guarded("output", self._take_output)
+            elif isinstance(event, Handoff):
                 self._guarded("restart handoff", lambda answer=event: self._answered(answer))
             else:
                 self._guarded(event.name, lambda event=event: self._handle(event))
+
+    def _take_output(self) -> None:
+        for stream, text in self.backlog.take():
+            self.guard.on_output(stream, text)
 
     def _answered(self, answer: Handoff) -> None:
         self._apply(self.guard.on_handoff(self.clock(), answer, stopping=self.stopping()))
@@ -250,16 +271,13 @@ class Runtime:
             return
         if headers.get("processname") != self.guard.program:
             return
-        if name.startswith("PROCESS_LOG_"):  # PROCESS_LOG_STDOUT, PROCESS_LOG_STDERR
-            self.guard.on_output(name.removeprefix("PROCESS_LOG_").lower(), event.data)
-            return
         pid = int_or_none(headers.get("pid"))
         stopping = self.stopping()
         guard = self.guard
         if name == "PROCESS_STATE_STARTING":
             effects = guard.on_starting(now)
         elif name == "PROCESS_STATE_RUNNING":
-            effects = guard.on_running(now, pid, _process_started(pid))
+            effects = guard.on_running(now, pid, procfs.started_at(pid) if pid else None)
         elif name == "PROCESS_STATE_EXITED":
             exit_code, uptime = self._exit_details()
             effects = guard.on_exited(
@@ -313,22 +331,6 @@ class Runtime:
             self.submit(answer)
 
         threading.Thread(target=ask, name="crashguard-handoff", daemon=True).start()
-
-
-def _process_started(pid: int | None) -> float | None:
-    """When a running process started, as psutil would say, without importing psutil into
-    supervisord's process: the boot time plus its start in clock ticks after it (/proc, which
-    supervisord's process shares with the program)."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            ticks = int(handle.read().rpartition(")")[2].split()[19])  # field 22, `starttime`
-        with open("/proc/stat", encoding="ascii") as handle:
-            booted = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
-    except (OSError, ValueError, IndexError, StopIteration):  # gone already: the event's time is used
-        return None
-    return booted + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _fault(error: Exception) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """sd_notify: tell systemd (`Type=notify`) or podman (`--sdnotify=container`) how the boot goes.
 
-Who runs it: the init as PID 1, from the start of the boot (the phases' `STATUS=`, before the
-privilege drop) to its end (`tick` from the PID-1 loop, as the target user, while supervisord runs).
+Where it differs: from the start of the boot (the phases' `STATUS=`, before the privilege drop) to
+its end (`tick` from the PID-1 loop, while supervisord runs).
 
 - `STATUS=` at each boot phase (`Readiness.status`), whenever the crash guard's state changes, and
   while the program starts, what it says it waits for (its startup probe's `pendingReason`);
@@ -17,9 +17,12 @@ the crash guard's state says it is not running.
 
 `from_environ` removes `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment so
 that no child (supervisord, the program) ever talks to the service manager in the init's name.
-Messages go through the `sdnotify` package, created with `debug=True` so that errors reach us
-(by default it swallows them): an unreachable socket is reported once as a warning, then retried
-quietly. Abstract sockets (`@name`) work.
+The `sdnotify` package connects the socket (abstract ones, `@name`, too), created with `debug=True`
+so that errors reach us (by default it swallows them); its `notify` is replaced by one that sends
+UTF-8, which is sd_notify's protocol (the package encodes Latin-1, and raises UnicodeEncodeError
+for an arrow or an emoji in the program's words). A `STATUS=` is one line of valid text, at most
+`STATUS_MAX_BYTES`; nothing a send can raise leaves `send`: an unreachable socket is reported once
+as a warning, then retried quietly.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from typing import Any
 
 import sdnotify
 
-from ..common import guardstate, log
+from ..common import guardstate, log, text
 
 _logger = log.get("notify")
+# systemd reads a notification into a buffer of PIPE_BUF (4096) bytes; a STATUS= line is read by
+# people in `systemctl status`: a sentence, not a page.
+STATUS_MAX_BYTES = 1024
 _CHECK_EVERY_S = 0.25  # startup checks while waiting for READY
 _RECHECK_UNHEALTHY_S = 1.0  # liveness checks while it fails after READY
 # The probes `check` is asked for (named as `tools/health` names them).
@@ -56,6 +62,11 @@ class _Notifier(sdnotify.SystemdNotifier):
             sock.close()
             raise
         self.socket = sock
+
+    def notify(self, state: str) -> None:
+        """One datagram, UTF-8 (the package's own sends Latin-1). Raises what the socket raises."""
+        assert self.socket is not None
+        self.socket.sendall(text.encoded(state, 4096))
 
     def close(self) -> None:
         if self.socket is not None:
@@ -124,12 +135,12 @@ class Readiness:
             return True
         try:
             self._notifier = _Notifier(self.address)
-        except OSError as error:
+        except Exception as error:  # an address the kernel refuses, of any kind: said once
             self._warn(error)
             return False
         return True
 
-    def _warn(self, error: OSError) -> None:
+    def _warn(self, error: Exception) -> None:
         if self._warned:
             return
         self._warned = True
@@ -139,16 +150,17 @@ class Readiness:
             "notify_socket_unreachable",
             "cannot reach NOTIFY_SOCKET; service manager notifications are not delivered",
             notify_socket=self.address,
-            error=str(error),
+            error=text.one_line(str(error)),
         )
 
     def send(self, message: str) -> bool:
+        """Send one message; whatever fails (the socket, the message), PID 1 goes on."""
         if not self._connect():
             return False
         assert self._notifier is not None
         try:
             self._notifier.notify(message)
-        except OSError as error:
+        except Exception as error:  # PID 1 outlives its service manager's socket, whatever the text
             self._warn(error)
             self._notifier.close()
             self._notifier = None  # reconnect on the next message
@@ -157,11 +169,12 @@ class Readiness:
         return True
 
     # -- what the init calls ----------------------------------------------------------------------
-    def status(self, text: str) -> None:
-        text = " ".join(text.split())  # one line
-        if text != self._last_status:
-            self._last_status = text
-            self.send(f"STATUS={text}")
+    def status(self, said: str) -> None:
+        """`STATUS=` with `said` as one line of valid text (the program's words may be anything)."""
+        line = text.encoded(text.one_line(said, STATUS_MAX_BYTES), STATUS_MAX_BYTES).decode("utf-8")
+        if line != self._last_status:
+            self._last_status = line
+            self.send(f"STATUS={line}")
 
     def tick(self, now: float) -> None:
         if self.stopped:
@@ -173,7 +186,7 @@ class Readiness:
             self._next_check = now + _CHECK_EVERY_S
             if self._guard_state in guardstate.NOT_RUNNING:
                 return  # held, in backoff, stopped: no need to ask the program 4 times a second
-            started, reason = self.check(STARTUP)
+            started, reason = self._asked(STARTUP)
             self.status(reason)  # what it waits for while it starts; then that it has started
             if started:
                 self.ready = True
@@ -181,12 +194,20 @@ class Readiness:
                 self._next_watchdog = now
             return
         if self.watchdog_interval_s and now >= self._next_watchdog:
-            live, _reason = self.check(LIVE)
+            live, _reason = self._asked(LIVE)
             if live:
                 self.send("WATCHDOG=1")
                 self._next_watchdog = now + self.watchdog_interval_s
             else:
                 self._next_watchdog = now + min(_RECHECK_UNHEALTHY_S, self.watchdog_interval_s)
+
+    def _asked(self, probe: str) -> tuple[bool, str]:
+        """`check(probe)`, which the program answers: whatever its answer does, it is a failed check
+        here, never an exception in PID 1's loop."""
+        try:
+            return self.check(probe)
+        except Exception as error:
+            return False, f"the {probe} check failed: {error!r}"
 
     def stopping(self) -> None:
         if not self.stopped:

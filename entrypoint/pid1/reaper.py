@@ -1,8 +1,8 @@
 """PID 1's duties, as tini does them: start the child, forward signals, reap every zombie,
 report the child's exit code.
 
-Who runs it: the init as PID 1, after the boot's phases, as the target user; `spawn` and `fork`
-also run briefly in the child they make, before it execs or goes on in this program's code.
+Where it differs: `spawn` and `fork` also run briefly in the child they make, before it execs or
+goes on in this program's code.
 
 Every catchable signal is *blocked* and collected with sigtimedwait(2) instead of being handled:
 the kernel drops signals that PID 1 has no handler for, but keeps blocked ones pending, and a
@@ -21,7 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from ..common import log
+from ..common import log, procfs
+from ..common.exits import Exit, by_signal
 
 _LOG = log.get("reaper")
 
@@ -38,18 +39,16 @@ _PYTHON_START: Mapping[int, Callable[[int, object], object] | int] = {
     **dict.fromkeys(_PYTHON_IGNORED, signal.SIG_IGN),
 }
 
-EXIT_NOT_FOUND = 127
-EXIT_NOT_EXECUTABLE = 126
-EXIT_SOFTWARE = 70
-
 
 def ignored_at_start() -> frozenset[int]:
-    """The signals whoever started us ignores (as `nohup` does SIGHUP): the child must ignore them
-    too, as it would without an init in between. Asked before any handler of ours is installed.
-    SIGPIPE and SIGXFSZ are left out: Python ignores those itself, so their origin is unknowable."""
+    """The signals whoever started us ignores (as `nohup` does SIGHUP, a job-control shell SIGTTIN
+    and SIGTTOU for a background job): the child must ignore them too, as it would without an init
+    in between (tini passes them on the same way). Asked before any handler of ours is installed.
+    SIGCHLD is ours (the reaping); SIGPIPE and SIGXFSZ are left out: Python ignores those itself,
+    so their origin is unknowable."""
     return frozenset(
         signum
-        for signum in FORWARDED_TO_COMMAND - set(_PYTHON_IGNORED)
+        for signum in WAITED - {signal.SIGCHLD, *_PYTHON_IGNORED}
         if signal.getsignal(signum) == signal.SIG_IGN
     )
 
@@ -67,7 +66,7 @@ def block_signals() -> set[int]:
 def exit_code(wait_status: int) -> int:
     """The shell's convention: the exit code, or 128+N for a child killed by signal N."""
     code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code
+    return by_signal(-code) if code < 0 else code
 
 
 def spawn(
@@ -88,7 +87,7 @@ def spawn(
     pid = os.fork()
     if pid:
         return pid
-    code = EXIT_NOT_EXECUTABLE
+    code: int = Exit.NOT_EXECUTABLE
     try:
         _leave(cwd, take_terminal)
         # Python ignores SIGPIPE and SIGXFSZ for itself, and an ignored signal stays ignored
@@ -97,7 +96,7 @@ def spawn(
         os.execvpe(argv[0], list(argv), dict(env))
     except OSError as error:
         missing = error.errno in (errno.ENOENT, errno.ENOTDIR)
-        code = EXIT_NOT_FOUND if missing else EXIT_NOT_EXECUTABLE
+        code = Exit.NOT_FOUND if missing else Exit.NOT_EXECUTABLE
         log.event(
             _LOG,
             "error",
@@ -127,7 +126,7 @@ def fork(
     pid = os.fork()
     if pid:
         return pid
-    code = EXIT_SOFTWARE
+    code: int = Exit.SOFTWARE
     try:
         _leave(cwd, take_terminal=False)
         _close_inherited()
@@ -151,10 +150,8 @@ def fork(
 def alone() -> bool:
     """Whether the calling thread is this process's only one, as the kernel counts them (threads a
     library started included); Python's own count where /proc is not mounted."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return threading.active_count() == 1
+    threads = procfs.thread_count()
+    return threading.active_count() == 1 if threads is None else threads == 1
 
 
 def _close_inherited() -> None:

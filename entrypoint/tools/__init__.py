@@ -1,4 +1,7 @@
-"""The operator tools: `health` (the HEALTHCHECK and the probes), `status`, and the one client of
-supervisord's control socket they share. Run by `docker exec`, the engine's health check or a
-kubelet, as root or the target user, while the container runs; they change nothing.
+"""The operator tools: `health` (the HEALTHCHECK and the probes) and `status`.
+
+Who runs it: operators through `docker exec`, the engine's HEALTHCHECK and Kubernetes' probes, as
+root or the target user, while the container runs (or after it stopped), each tool in a process of
+its own that ends with it. They change nothing; they read the run dir's files and ask supervisord
+and the program.
 """

@@ -1,15 +1,13 @@
 """Health: does the program answer its own HTTP probes (`/healthz`, `/startupz`, `/readyz`)?
 
-Who runs it: the engine's HEALTHCHECK, a kubelet's probe or an operator through `docker exec`
-(`<init> health [--startup | --ready] [--timeout S]`), as root or the target user, while the
-container runs; `status`, the same way; and PID 1 itself, after the drop, for sd_notify's READY
-and WATCHDOG (only when a NOTIFY_SOCKET was given).
+Where it differs: PID 1 itself asks `check`, after the drop, for sd_notify's READY and WATCHDOG
+(only when a NOTIFY_SOCKET was given); `status` asks it too.
 
 Cheapest first, and never a hang: a `stat` of supervisord's control socket and a read of the crash
 guard's state file (`common/guardstate`) answer at once, without any request, when the program is
 not running nor about to run (held, refused, in backoff, stopped); otherwise one plain HTTP request
 to 127.0.0.1:port, connect, send and answer under one deadline (`timeout_s`, 3 s by default).
-supervisord itself is never asked: its XML-RPC client (`tools/rpc`, http.client, xmlrpc) would cost
+supervisord itself is never asked: its XML-RPC client (`common/control`, http.client, xmlrpc) would cost
 more to import than the whole check, and the state file already says what it would.
 
 Which programs have the probes is learnt from their answer, endpoint by endpoint, not from the
@@ -36,12 +34,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..common import guardstate, rundir
+from ..common import guardstate, rundir, text
+from ..common.exits import Exit
 from ..common.guardstate import Snapshot, State
 
 DEFAULT_TIMEOUT_S = 3.0
+SAID_MAX = 300  # characters kept of what the program says in its answer
+LINE_MAX = 1000  # of the whole line a check prints
 _MAX_ANSWER = 64 * 1024  # a probe's JSON is a few hundred bytes; HTML needs only its headers
-EX_USAGE = 64
 USAGE = "usage: health [--startup | --ready] [--timeout SECONDS]"
 
 
@@ -90,13 +90,15 @@ def check(
     lacks = f"this {program} has no {endpoint.path}: {endpoint.meaning}"
     if answer is None:
         return True, f"port {port} accepts connections ({lacks} by TCP connect only)"
-    verdict = _verdict(endpoint, answer)
-    if verdict is None:
+    judged = _verdict(endpoint, answer)
+    if judged is None:
         return True, f"port {port} answers HTTP ({lacks} by its HTTP answer only)"
-    passed, text = verdict
+    passed, said = judged
+    # The program's own words (a pending reason, failing checks) may hold anything: one line.
+    said = text.one_line(said, SAID_MAX)
     if passed:
-        return True, f"{program} {text}{_running(snapshot)} ({where})"
-    return False, f"{program} {text} ({where})"
+        return True, f"{program} {said}{_running(snapshot)} ({where})"
+    return False, f"{program} {said} ({where})"
 
 
 def _snapshot(run_dir: str, program: str) -> Snapshot | None:
@@ -116,12 +118,12 @@ def _not_running(run_dir: str, program: str, snapshot: Snapshot | None, now: flo
         return f"supervisord not running (no {socket_path}): the init is booting, or has stopped"
     if snapshot is None or snapshot.state not in guardstate.NOT_RUNNING:
         return None
-    text = snapshot.describe(program)  # the guard's own words: held, in backoff, stopped, ...
+    said = snapshot.describe(program)  # the guard's own words: held, in backoff, stopped, ...
     if snapshot.state in (State.BACKOFF, State.WAITING) and snapshot.restart_at is not None:
-        text += f", restart in {max(0.0, snapshot.restart_at - now):.1f}s"
+        said += f", restart in {max(0.0, snapshot.restart_at - now):.1f}s"
     if snapshot.state == State.HELD:
-        text += f"; {guardstate.leave_hold_hint(program)}"
-    return text
+        said += f"; {snapshot.how_to_leave or guardstate.leave_hold_hint(program)}"
+    return said
 
 
 def _not_connected(port: int, timeout_s: float, error: OSError) -> str:
@@ -219,7 +221,8 @@ def _verdict(probe: Probe, answer: _Answer) -> tuple[bool, str] | None:
             return None
         if data["ready"]:
             return True, "ready"
-        failing = [str(item) for item in data.get("failing") or () if item]
+        listed = data.get("failing")
+        failing = [str(item) for item in listed if item] if isinstance(listed, list) else []
         return False, "not ready" + (f": failing {', '.join(failing)}" if failing else "")
     said = data.get("status")
     if not isinstance(said, str) or not isinstance(data.get("ok"), bool):
@@ -264,17 +267,17 @@ def main(args: list[str], run_dir: str, program: str, port: int) -> int:
     """`<init> health ...`: one line on stdout, exit 0 when the probe passes, 1 when it fails."""
     if {"-h", "--help"} & set(args):
         print(USAGE)
-        return 0
+        return Exit.OK
     try:
         probe, timeout_s = _options(args)
     except ValueError as error:
         print(f"health: {error}\n{USAGE}", file=sys.stderr)
-        return EX_USAGE
-    passed, text = check(run_dir, program, port, probe, timeout_s)
-    print(verdict(passed, text))
-    return 0 if passed else 1
+        return Exit.USAGE
+    passed, reason = check(run_dir, program, port, probe, timeout_s)
+    print(verdict(passed, reason))
+    return Exit.OK if passed else Exit.FAILED
 
 
-def verdict(passed: bool, text: str) -> str:
+def verdict(passed: bool, reason: str) -> str:
     """A check's result as one line for people (`health`, `status`)."""
-    return f"{'ok' if passed else 'failing'}: {text}"
+    return f"{'ok' if passed else 'failing'}: {text.one_line(reason, LINE_MAX)}"

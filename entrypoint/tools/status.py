@@ -1,12 +1,10 @@
 """`status`: what an operator wants to know in one look, as text or `--json`.
 
-Run by an operator through `docker exec` (`<init> status [--json]`), as root or the target user,
-while the container runs; it changes nothing. Sources: the startup report
-(`RUN/startup-report.json`), supervisord (`getProcessInfo`, `tools/rpc`), the crash guard's state
-file (`common/guardstate`), the program's process tree in /proc (RSS, and CPU from the kernel's
-nanosecond counters, so a short sample is an exact one) and the program's three probes
-(`tools/health`: live, started, ready), asked at once. Exit 0 when supervisord answered, 1
-otherwise.
+`<init> status [--json]` changes nothing. Sources: the startup report, supervisord
+(`getProcessInfo`, `common/control`), the crash guard's state file (`common/guardstate`), the
+program's process tree in /proc (RSS, and CPU from the kernel's nanosecond counters, so a short
+sample is an exact one) and the program's three probes (`tools/health`: live, started, ready), asked
+at once. Exit 0 when supervisord answered, 1 otherwise.
 
 An operator waits for all of it, so the waits overlap: the CPU sample begins first, on the pid
 the crash guard last saw, and supervisord is asked (its client imported) while it runs; only a
@@ -22,7 +20,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..common import guardstate, log, report
+from ..common import guardstate, log, procfs, report, text
+from ..common.exits import Exit
 from ..common.guardstate import State
 from ..common.settings import Settings
 from . import health
@@ -44,6 +43,7 @@ def _report_summary(run_dir: str) -> dict[str, Any] | None:
         "mode": data.get("mode"),
         "user": data.get("user"),
         "duration_ms": data.get("duration_ms"),
+        "held": data.get("held"),
         "phases": [
             {
                 "name": phase.get("name"),
@@ -64,9 +64,9 @@ def _report_summary(run_dir: str) -> dict[str, Any] | None:
 def _program(run_dir: str, program: str) -> tuple[dict[str, Any] | None, str | None]:
     # Imported here, while the CPU sample runs: its XML-RPC client (http.client, xmlrpc, email)
     # is most of what `status` imports.
-    from . import rpc
+    from ..common import control
 
-    info, unknown = rpc.Supervisor(run_dir, _RPC_TIMEOUT_S).process_info_or_reason(program)
+    info, unknown = control.Supervisor(run_dir, _RPC_TIMEOUT_S).process_info_or_reason(program)
     if info is None:
         return None, unknown
     state = str(info.get("statename", ""))
@@ -99,6 +99,7 @@ def _guard(snapshot: guardstate.Snapshot | None, now: float) -> dict[str, Any] |
         "delay_s": snapshot.delay_s,
         "restart_in_s": None if restart_at is None else round(max(0.0, restart_at - now), 1),
         "held_reason": snapshot.held_reason,
+        "how_to_leave": snapshot.how_to_leave,
         "retry_at": None if retry_at is None else log.rfc3339(retry_at),
         "retry_in_s": None if retry_at is None else round(max(0.0, retry_at - now), 1),
         "waiting_for": snapshot.waiting_for,
@@ -114,68 +115,25 @@ class _CpuSample:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.tree = _tree(pid)
+        self.tree = procfs.tree(pid)
         self.began = time.monotonic()
-        self.before = sum(_cpu_ns(member) for member in self.tree)
+        self.before = sum(procfs.cpu_ns(member) for member in self.tree)
 
     def finish(self) -> dict[str, Any] | None:
         """RSS and CPU of the tree, once the sample has lasted long enough; None if it is gone."""
         if not self.tree:
             return None
         time.sleep(max(0.0, _CPU_SAMPLE_S - (time.monotonic() - self.began)))
-        cpu_ns = sum(_cpu_ns(member) for member in self.tree) - self.before
+        cpu_ns = sum(procfs.cpu_ns(member) for member in self.tree) - self.before
         took = time.monotonic() - self.began
-        stats = [fields for fields in map(_stat, self.tree) if fields]
+        stats = [fields for fields in map(procfs.stat_fields, self.tree) if fields]
         ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
         return {
             "processes": len(stats),
-            "rss_bytes": sum(int(fields[21]) for fields in stats) * page,  # field 24, `rss` in pages
+            "rss_bytes": sum(map(procfs.rss_pages, stats)) * page,
             "cpu_percent": round(cpu_ns / 1e7 / took, 1),
-            # utime and stime (fields 14 and 15) count the threads that have ended, too.
-            "cpu_seconds": round(sum(int(fields[11]) + int(fields[12]) for fields in stats) / ticks, 2),
+            "cpu_seconds": round(sum(map(procfs.cpu_ticks, stats)) / ticks, 2),
         }
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat from field 3 (`state`) on; empty when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rpartition(")")[2].split()
-    except OSError:
-        return []
-
-
-def _tree(root: int) -> list[int]:
-    """`root` and every process below it, from each process' parent (field 4 of its stat)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        fields = _stat(int(entry)) if entry.isdigit() else []
-        if fields:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    if not _stat(root):
-        return []
-    tree, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        tree.append(pid)
-        pending.extend(children.get(pid, ()))
-    return tree
-
-
-def _cpu_ns(pid: int) -> int:
-    """CPU time of the process' threads now, in nanoseconds (each thread's schedstat)."""
-    total = 0
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for thread in threads:
-        try:
-            with open(f"/proc/{pid}/task/{thread}/schedstat", encoding="ascii") as handle:
-                total += int(handle.read().split()[0])
-        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
-            continue
-    return total
 
 
 def _health(run_dir: str, program: str, port: int) -> dict[str, Any]:
@@ -249,46 +207,50 @@ def render_text(data: dict[str, Any]) -> str:
         if phases:
             lines.append(f"  phases: {phases}")
         lines.extend(f"  warning ({item['phase']}): {item['message']}" for item in warnings)
+        held = startup.get("held")
+        if isinstance(held, dict):
+            lines.append(f"  held at boot: {held.get('reason')}")
     else:
         lines.append("startup report: not found (is the init running in this container?)")
     program = data.get("program")
     supervisord = data.get("supervisord") or {}
     if program:
-        text = f"{program['name']}: {program['state']}"
+        said = f"{program['name']}: {program['state']}"
         if program.get("pid"):
-            text += f", pid {program['pid']}, up {_duration(program.get('uptime_s'))}"
+            said += f", pid {program['pid']}, up {_duration(program.get('uptime_s'))}"
         elif program.get("exit_code") is not None:
-            text += f", last exit code {program['exit_code']}"
+            said += f", last exit code {program['exit_code']}"
         if program.get("spawn_error"):
-            text += f" ({program['spawn_error']})"
-        lines.append(text)
+            said += f" ({program['spawn_error']})"
+        lines.append(said)
     else:
         lines.append(f"supervisord: {supervisord.get('error')}")
     guard = data.get("crash_guard")
     if guard:
-        text = f"crash guard: {guard['state']}, {guard.get('restarts') or 0} restarts"
+        said = f"crash guard: {guard['state']}, {guard.get('restarts') or 0} restarts"
         if guard.get("requested_restarts"):
-            text += f" (and {guard['requested_restarts']} it asked for)"
-        text += (
+            said += f" (and {guard['requested_restarts']} it asked for)"
+        said += (
             f", {len(guard['exits'])} of {guard.get('burst')} exits within {_seconds(guard.get('window_s'))}"
         )
         if guard["state"] in (State.BACKOFF, State.WAITING):
             delay = _seconds(guard.get("delay_s"))
-            text += f", next start in {_seconds(guard.get('restart_in_s'))} (delay {delay})"
+            said += f", next start in {_seconds(guard.get('restart_in_s'))} (delay {delay})"
         if guard["state"] == State.WAITING:
-            text += f"\n  waiting for: {guard.get('waiting_for')}"
+            said += f"\n  waiting for: {guard.get('waiting_for')}"
         if guard["state"] == State.HANDOFF:
-            text += "\n  asking the gateway whether it requested this restart"
+            said += "\n  asking the gateway whether it requested this restart"
         if guard.get("held_reason") and guard["state"] in guardstate.HOLDING:
-            text += f"\n  held: {guard['held_reason']}"
+            said += f"\n  held: {guard['held_reason']}"
             if guard.get("retry_at"):
-                text += (
+                said += (
                     f"\n  tried once more after its cool-down, in {_duration(guard.get('retry_in_s'))} "
                     f"({guard['retry_at']})"
                 )
             if guard["state"] == State.HELD and program:
-                text += f"\n  to leave hold: {guardstate.leave_hold_hint(program['name'])}"
-        lines.append(text)
+                way_out = guard.get("how_to_leave") or guardstate.leave_hold_hint(program["name"])
+                said += f"\n  to leave hold: {way_out}"
+        lines.append(said)
     resources = data.get("resources")
     if resources:
         lines.append(
@@ -311,5 +273,5 @@ def main(settings: Settings, program: str, as_json: bool, out: TextIO | None = N
         json.dump(data, out, indent=2)
         out.write("\n")
     else:
-        out.write(render_text(data) + "\n")
-    return 0 if data["supervisord"]["answering"] else 1
+        out.write(text.valid(render_text(data)) + "\n")
+    return Exit.OK if data["supervisord"]["answering"] else Exit.FAILED

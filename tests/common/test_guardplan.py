@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.common import guardplan
-from entrypoint.common.plans import CRASHLOOP_ACTIONS, CrashLoopAction, RestartPolicy
+from entrypoint.common import guardplan, rundir
+from entrypoint.common.plans import CrashLoopAction, RestartPolicy
 
 HANDOFF = guardplan.HandoffPlan(
     capabilities=("node", "/app/cli.mjs", "gateway", "restart-handoff", "capabilities", "--json"),
@@ -28,7 +28,7 @@ HANDOFF = guardplan.HandoffPlan(
 LEASE = guardplan.LeaseRule(("owner lease is still active",), 20.0, 360.0)
 
 
-@pytest.mark.parametrize("action", CRASHLOOP_ACTIONS)
+@pytest.mark.parametrize("action", list(CrashLoopAction))
 @pytest.mark.parametrize(("handoff", "oom_kills"), [(HANDOFF, 3), (None, None)])
 def test_a_written_plan_reads_back_equal(
     tmp_path: Path, action: CrashLoopAction, handoff: guardplan.HandoffPlan | None, oom_kills: int | None
@@ -38,7 +38,7 @@ def test_a_written_plan_reads_back_equal(
     plan = guardplan.GuardPlan("gateway", policy, ledger, "json", "debug", handoff, LEASE, oom_kills)
     guardplan.write(str(tmp_path), plan)
     assert guardplan.read(str(tmp_path)) == plan
-    assert (tmp_path / guardplan.FILE).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / rundir.GUARD_PLAN).stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(
@@ -46,5 +46,5 @@ def test_a_written_plan_reads_back_equal(
 )
 def test_a_missing_or_foreign_plan_reads_as_none(tmp_path: Path, content: str) -> None:
     if content:
-        (tmp_path / guardplan.FILE).write_text(content)
+        (tmp_path / rundir.GUARD_PLAN).write_text(content)
     assert guardplan.read(str(tmp_path)) is None

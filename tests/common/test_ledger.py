@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entrypoint.common import guardstate, ledger, rundir
+from entrypoint.common.plans import Hold
 from entrypoint.crashguard.runtime import Runtime
 from tests.supervised import guard_plan
 
@@ -19,11 +20,6 @@ from tests.supervised import guard_plan
 @pytest.fixture
 def path(tmp_path: Path) -> str:
     return str(tmp_path / "state" / ".init" / "boot-ledger.json")
-
-
-@pytest.fixture(autouse=True)
-def fresh_warnings() -> None:
-    ledger._warned.clear()
 
 
 def failed_boots(path: str, starts: list[float], outcome: str = "refused") -> None:
@@ -130,9 +126,10 @@ def test_mark_without_a_boot_warns(path: str, caplog: pytest.LogCaptureFixture) 
 
 
 def test_held_state_written_for_the_init_is_what_the_guard_adopts(tmp_path: Path) -> None:
-    guardstate.hold_at_boot(str(tmp_path), "gateway", "the last 5 boots failed", now=10.0)
+    guardstate.hold_at_boot(str(tmp_path), "gateway", Hold("boot ledger: the last 5 boots failed"), now=10.0)
     state = json.loads((tmp_path / rundir.GUARD_STATE).read_text())
     assert state["state"] == "held" and "the last 5 boots failed" in state["held_reason"]
     runtime = Runtime(str(tmp_path), guard_plan(str(tmp_path / "l")))
-    runtime._adopt()
+    runtime.start()
+    runtime.finish(5)
     assert runtime.guard.state == guardstate.State.HELD

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from entrypoint.common import report
+from entrypoint.common import report, rundir
 
 
 def test_recorder_status_follows_warnings_and_failure() -> None:
@@ -38,7 +38,7 @@ def test_report_lists_phases_in_order_and_tags_each_warning_with_its_phase(tmp_p
     path = report.write(startup, str(tmp_path))
     assert json.loads(Path(path).read_text()) == data
     assert report.read(str(tmp_path)) == data
-    assert list(tmp_path.iterdir()) == [tmp_path / report.REPORT_FILE]
+    assert list(tmp_path.iterdir()) == [tmp_path / rundir.STARTUP_REPORT]
 
 
 def test_unwritable_run_dir_gives_no_file_and_no_exception(tmp_path: Path) -> None:

@@ -40,7 +40,11 @@ def test_defaults_come_from_the_profile() -> None:
     assert (restart.backoff_initial_s, restart.backoff_max_s, restart.backoff_reset_s) == (1, 60, 600)
     assert (restart.crashloop_burst, restart.crashloop_window_s, restart.crashloop_action) == (5, 300, "hold")
     # The gateway's own stop policy (it drains up to 315 s); a hold is tried again after 15 min.
-    assert (restart.stop_timeout_s, restart.stop_wait_s, restart.hold_retry_s) == (330, 330, 900)
+    assert (restart.stop_timeout_s, restart.stop_clocks.supervisord_s, restart.hold_retry_s) == (
+        330,
+        330,
+        900,
+    )
     assert settings.program_cli == ("node", "/app/cli.mjs") and settings.handoff_timeout_s == 45
 
 

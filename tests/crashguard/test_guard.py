@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from entrypoint.common import rundir
+from entrypoint.common.exits import Exit
 from entrypoint.common.guardstate import Snapshot, State
 from entrypoint.common.ledger import Outcome
 from entrypoint.crashguard.effects import Cancel, ExitAction, MarkLedger, Schedule, Start
@@ -81,7 +81,7 @@ def test_exit_action_asks_for_the_documented_code() -> None:
     guard = Guard("gateway", policy(burst=2, action="exit"), 0.0)
     crash(guard, 1.0)
     effects = crash(guard, 3.0)
-    assert ExitAction(rundir.CRASH_LOOP_EXIT_CODE) in effects
+    assert ExitAction(Exit.CRASH_LOOP) in effects
     assert guard.state == State.REFUSED
     assert "gateway_held" not in events(effects)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from entrypoint.common import rundir
+from entrypoint.common.exits import Exit
 from entrypoint.common.guardplan import LeaseRule
 from entrypoint.common.guardstate import State
 from entrypoint.common.ledger import Outcome
@@ -58,7 +58,7 @@ def test_exit_78_holds_at_once_with_the_programs_own_words_without_its_secrets()
 def test_exit_78_with_the_exit_action_ends_the_init_with_78() -> None:
     guard = Guard("gateway", policy(action="exit"), 0.0)
     effects = run(guard, 1.0, said="Config invalid\n", code=78)
-    assert ExitAction(rundir.CONFIG_REFUSED_EXIT_CODE) in effects and rundir.CONFIG_REFUSED_EXIT_CODE == 78
+    assert ExitAction(Exit.CONFIG) in effects and Exit.CONFIG == 78
     assert line(effects, "gateway_config_refused").fields["stderr_tail"] == ["Config invalid"]
     assert guard.state == State.REFUSED and "gateway_held" not in events(effects)
 

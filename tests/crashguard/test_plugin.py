@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,19 +20,21 @@ from entrypoint.common import guardplan, ledger, rundir
 from entrypoint.crashguard import plugin
 from entrypoint.crashguard.runtime import Event
 from tests.crashguard.test_runtime import wait_until
+from tests.fakes import FakeSupervisor, fake_supervisor
 from tests.supervised import guard_plan
-from tests.tools.fakes import FakeSupervisor, fake_supervisor
 
 
 @pytest.fixture
-def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def bus() -> Iterator[None]:
     """supervisor's event bus and the plugin's guard, fresh for each test (both are per process)."""
-    monkeypatch.setattr(plugin, "_runtime", None)
     events.clear()
     yield
-    if plugin._runtime is not None:
-        plugin.finish()
+    plugin.finish()
     events.clear()
+
+
+def workers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "crashguard-worker"]
 
 
 @pytest.fixture
@@ -69,7 +72,7 @@ def test_supervisord_s_events_reach_the_guard_as_a_listener_would_read_them(
     events.notify(events.ProcessStateRunningEvent(process, ProcessStates.STARTING))
     events.notify(events.Tick5Event(1700000000, None))
     wait_until(lambda: state(tmp_path).get("state") == "running")
-    runtime = plugin._runtime
+    runtime = plugin.current()
     assert runtime is not None and state(tmp_path)["pid"] == 7
     assert list(runtime.guard.output.stderr) == ["érreur fatale ✗", "zweite"]
     assert ledger.boots(runtime.ledger_path)[-1]["outcome"] == "ready"
@@ -82,26 +85,35 @@ def test_each_event_is_the_one_the_listener_protocol_gave() -> None:
     exited = events.ProcessStateExitedEvent(process, ProcessStates.RUNNING, expected=False)
     headers = {"processname": "gateway", "groupname": "gateway", "from_state": "RUNNING"}
     assert plugin.event_of("PROCESS_STATE_EXITED", exited.payload(), 5.0) == Event(
-        "PROCESS_STATE_EXITED", {**headers, "expected": "0", "pid": "12"}, "", 5.0
+        "PROCESS_STATE_EXITED", {**headers, "expected": "0", "pid": "12"}, 5.0
     )
-    output = events.ProcessLogStdoutEvent(process, 12, b"key:value ok\nnext line")
-    assert plugin.event_of("PROCESS_LOG_STDOUT", output.payload(), 5.0) == Event(
-        "PROCESS_LOG_STDOUT",
-        {"processname": "gateway", "groupname": "gateway", "pid": "12", "channel": "stdout"},
-        "key:value ok\nnext line",
-        5.0,
-    )
+
+
+def test_the_program_s_bytes_become_its_lines_whatever_they_are(
+    tmp_path: Path, bus: None, orders: FakeSupervisor
+) -> None:
+    """supervisord reads the program's output in chunks: a character split between two of them
+    stays whole, bytes that are not UTF-8 become U+FFFD, controls and escape sequences go."""
+    plugin.make_rpcinterface(supervisord(), run_dir=str(tmp_path))
+    process = gateway()
+    arrow = "→".encode()
+    for chunk in (b"fatal " + arrow[:1], arrow[1:] + b" \xff\xfe end\n", b"\x1b[31mred\x1b[0m\x00 ok\n"):
+        events.notify(events.ProcessLogStderrEvent(process, 7, chunk))
+    runtime = plugin.current()
+    assert runtime is not None
+    wait_until(lambda: len(runtime.guard.output.stderr) == 2)
+    assert list(runtime.guard.output.stderr) == ["fatal → \ufffd\ufffd end", "red ok"]
 
 
 def test_a_reload_keeps_the_guard_and_subscribes_it_once_again(
     tmp_path: Path, bus: None, orders: FakeSupervisor
 ) -> None:
     plugin.make_rpcinterface(supervisord(), run_dir=str(tmp_path))
-    first = plugin._runtime
+    first = plugin.current()
     events.clear()  # what supervisord does at a reload (SIGHUP), before it calls the factory again
     plugin.make_rpcinterface(supervisord(), run_dir=str(tmp_path))
     plugin.make_rpcinterface(supervisord(), run_dir=str(tmp_path))  # once per HTTP server
-    assert plugin._runtime is first
+    assert plugin.current() is first and len(workers()) == 1
     assert sorted(kind.__name__ for kind, _ in events.callbacks) == sorted(
         kind.__name__ for kind in plugin.SUBSCRIBED
     )
@@ -114,11 +126,24 @@ def test_without_orders_supervisord_does_not_start(
     with pytest.raises(ValueError, match="no crash guard plan"):
         plugin.make_rpcinterface(supervisord(), run_dir=str(tmp_path))
     assert [vars(record).get("event") for record in caplog.records] == ["crash_guard_without_plan"]
-    assert events.callbacks == [] and plugin._runtime is None
+    assert events.callbacks == [] and plugin.current() is None and workers() == []
 
 
-def test_finish_without_a_guard_does_nothing(bus: None) -> None:
-    plugin.finish()  # a supervisord run by hand with another config loads no guard
+def test_finish_without_a_guard_does_nothing(
+    tmp_path: Path, bus: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervisord run by hand with another config loads no guard: its end says and writes nothing."""
+    caplog.set_level(logging.DEBUG)
+    threads = set(threading.enumerate())
+    plugin.finish()
+    assert caplog.records == [] and set(threading.enumerate()) == threads and plugin.current() is None
+
+
+def test_finish_ends_the_guard_and_its_worker(tmp_path: Path, bus: None, orders: FakeSupervisor) -> None:
+    plugin.make_rpcinterface(supervisord(), run_dir=str(tmp_path))
+    assert len(workers()) == 1
+    plugin.finish()
+    assert workers() == [] and plugin.current() is None
 
 
 def test_supervisord_reaps_its_programs_and_leaves_the_guard_s_children_to_the_guard(

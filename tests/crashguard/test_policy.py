@@ -7,8 +7,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from entrypoint.common.exits import Exit
 from entrypoint.common.guardstate import ExitRecord
-from entrypoint.common.rundir import CRASH_LOOP_EXIT_CODE
 from entrypoint.crashguard.budget import RestartBudget, backoff_delay
 from tests.supervised import policy
 
@@ -16,8 +16,8 @@ positive = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow_infi
 
 
 def test_exit_code_is_documented_and_distinct() -> None:
-    assert CRASH_LOOP_EXIT_CODE == 75
-    assert CRASH_LOOP_EXIT_CODE not in (0, 1, 78, 126, 127) and CRASH_LOOP_EXIT_CODE < 128
+    assert Exit.CRASH_LOOP == 75
+    assert Exit.CRASH_LOOP not in (0, 1, 78, 126, 127) and Exit.CRASH_LOOP < 128
 
 
 def test_default_backoff_steps_double_and_cap() -> None:

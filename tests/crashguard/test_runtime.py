@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from entrypoint.common import guardstate, ledger, rundir
-from entrypoint.crashguard.runtime import Event, Runtime, _process_started
+from entrypoint.common.exits import Exit
+from entrypoint.common.plans import Hold
+from entrypoint.crashguard.runtime import Event, Runtime
+from tests.fakes import FakeSupervisor, fake_supervisor
 from tests.supervised import guard_plan
-from tests.tools.fakes import FakeSupervisor, fake_supervisor
 
 
 @pytest.fixture
@@ -49,18 +49,18 @@ def test_runtime_restarts_after_the_backoff_then_refuses(tmp_path: Path, rpc: Fa
     runtime = make_runtime(tmp_path, initial=0.05, burst=3, action="exit")
     runtime.start()
     now = time.time
-    runtime.submit(Event("PROCESS_STATE_STARTING", {"processname": "gateway"}, "", now()))
-    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, "", now()))
+    runtime.submit(Event("PROCESS_STATE_STARTING", {"processname": "gateway"}, now()))
+    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, now()))
     for attempt in range(1, 3):
-        runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, "", now()))
+        runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, now()))
         wait_until(lambda attempt=attempt: len(named(rpc, "startProcess")) == attempt)
         assert named(rpc, "startProcess")[-1] == ("gateway", False)
-        runtime.submit(Event("PROCESS_STATE_STARTING", {"processname": "gateway"}, "", now()))
+        runtime.submit(Event("PROCESS_STATE_STARTING", {"processname": "gateway"}, now()))
     state = rundir.read_json(str(tmp_path), rundir.GUARD_STATE)
     assert state is not None and state["restarts"] == 2
-    runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "8"}, "", now()))
+    runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "8"}, now()))
     wait_until(lambda: named(rpc, "shutdown"))
-    assert rundir.read_exit_code(str(tmp_path)) == rundir.CRASH_LOOP_EXIT_CODE
+    assert rundir.read_exit_code(str(tmp_path)) == Exit.CRASH_LOOP
     state = rundir.read_json(str(tmp_path), rundir.GUARD_STATE)
     assert state is not None and state["state"] == "refused"
     assert [item["exit_code"] for item in state["exits"]] == [3, 3, 3]
@@ -71,7 +71,7 @@ def test_runtime_restarts_after_the_backoff_then_refuses(tmp_path: Path, rpc: Fa
 def test_events_of_other_programs_are_ignored(tmp_path: Path, rpc: FakeSupervisor) -> None:
     runtime = make_runtime(tmp_path)
     runtime.start()
-    runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "crashguard"}, "", time.time()))
+    runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "crashguard"}, time.time()))
     runtime.submit(None)
     runtime.thread.join(5)
     assert runtime.guard.budget.exits == [] and rpc.calls == []
@@ -80,8 +80,8 @@ def test_events_of_other_programs_are_ignored(tmp_path: Path, rpc: FakeSuperviso
 def test_no_restart_once_the_init_is_stopping(tmp_path: Path, rpc: FakeSupervisor) -> None:
     runtime = make_runtime(tmp_path, initial=0.2)
     runtime.start()
-    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, "", time.time()))
-    runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, "", time.time()))
+    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, time.time()))
+    runtime.submit(Event("PROCESS_STATE_EXITED", {"processname": "gateway", "pid": "7"}, time.time()))
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "backoff")
     (tmp_path / rundir.STOPPING_MARKER).write_text("15\n")
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "stopped")
@@ -106,7 +106,7 @@ def test_a_stale_stopping_marker_is_ignored(tmp_path: Path) -> None:
 def test_state_file_is_valid_json_with_the_documented_fields(tmp_path: Path, rpc: FakeSupervisor) -> None:
     runtime = make_runtime(tmp_path)
     runtime.start()
-    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, "", time.time()))
+    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, time.time()))
     wait_until(lambda: (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "running")
     state = json.loads((tmp_path / rundir.GUARD_STATE).read_text())
     for key in ("state", "pid", "restarts", "delay_s", "restart_at", "exits", "held_reason", "since"):
@@ -116,7 +116,7 @@ def test_state_file_is_valid_json_with_the_documented_fields(tmp_path: Path, rpc
 
 
 def test_a_held_state_left_by_an_earlier_boot_is_not_adopted(tmp_path: Path) -> None:
-    guardstate.hold_at_boot(str(tmp_path), "gateway", "old", now=1000.0)
+    guardstate.hold_at_boot(str(tmp_path), "gateway", Hold("boot ledger: old"), now=1000.0)
 
     def runtime(started: float) -> Runtime:
         return Runtime(
@@ -127,11 +127,13 @@ def test_a_held_state_left_by_an_earlier_boot_is_not_adopted(tmp_path: Path) -> 
         )
 
     fresh = runtime(1000.5)
-    fresh._adopt()
+    fresh.start()
+    fresh.finish(5)
     assert fresh.guard.state == guardstate.State.HELD
-    guardstate.hold_at_boot(str(tmp_path), "gateway", "old", now=1000.0)
+    guardstate.hold_at_boot(str(tmp_path), "gateway", Hold("boot ledger: old"), now=1000.0)
     stale = runtime(5000.0)
-    stale._adopt()
+    stale.start()
+    stale.finish(5)
     assert stale.guard.state is None
 
 
@@ -139,14 +141,8 @@ def test_finish_handles_every_queued_event_before_it_returns(tmp_path: Path, rpc
     """supervisord has stopped: what its last events lead to is written before its process ends."""
     runtime = make_runtime(tmp_path)
     runtime.start()
-    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, "", time.time()))
-    runtime.submit(Event("PROCESS_STATE_STOPPED", {"processname": "gateway", "pid": "7"}, "", time.time()))
+    runtime.submit(Event("PROCESS_STATE_RUNNING", {"processname": "gateway", "pid": "7"}, time.time()))
+    runtime.submit(Event("PROCESS_STATE_STOPPED", {"processname": "gateway", "pid": "7"}, time.time()))
     runtime.finish(5)
     assert not runtime.thread.is_alive()
     assert (rundir.read_json(str(tmp_path), rundir.GUARD_STATE) or {}).get("state") == "stopped"
-
-
-def test_a_process_start_time_is_the_one_psutil_reads() -> None:
-    """The guard reads it from /proc itself: psutil stays out of supervisord's process."""
-    assert _process_started(os.getpid()) == pytest.approx(psutil.Process().create_time(), abs=0.02)
-    assert _process_started(None) is None

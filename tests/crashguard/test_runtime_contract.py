@@ -19,8 +19,8 @@ from entrypoint.common.guardplan import PID, HandoffPlan
 from entrypoint.crashguard.runtime import Event, Runtime
 from tests.crashguard.test_handoffs import STANDIN_CLI, store
 from tests.crashguard.test_runtime import named, wait_until
+from tests.fakes import FakeSupervisor, fake_supervisor
 from tests.supervised import guard_plan
-from tests.tools.fakes import FakeSupervisor, fake_supervisor
 
 
 @pytest.fixture
@@ -32,11 +32,7 @@ def rpc(tmp_path: Path) -> Iterator[FakeSupervisor]:
 
 
 def event(name: str, **headers: Any) -> Event:
-    return Event(name, {"processname": "gateway", **headers}, "", time.time())
-
-
-def output(stream: str, data: str) -> Event:
-    return Event(f"PROCESS_LOG_{stream.upper()}", {"processname": "gateway"}, data, time.time())
+    return Event(name, {"processname": "gateway", **headers}, time.time())
 
 
 def state(tmp_path: Path) -> dict[str, Any]:
@@ -101,8 +97,8 @@ def test_the_programs_output_and_its_stop_timeout(
 ) -> None:
     caplog.set_level(logging.INFO)
     guard = runtime(tmp_path, stop=1)
-    guard.submit(output("stdout", "draining 1 active reply for s3cr3t-value\n"))
-    guard.submit(output("stderr", "still busy"))
+    guard.output("gateway", "stdout", b"draining 1 active reply for s3cr3t-value\n")
+    guard.output("gateway", "stderr", b"still busy")
     stopping = time.monotonic()
     guard.submit(event("PROCESS_STATE_STOPPING", pid=11))
     wait_until(lambda: logged(caplog, "gateway_stop_timeout"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.e2e.harness import (
     TOKEN_FILE,
     WORKSPACE_DIR,
     Stack,
+    docker,
     manifest,
     throwaway,
     write_legacy_state,
@@ -189,3 +191,48 @@ def test_a_recreated_container_keeps_the_gateway_s_home_and_takes_no_detour(stac
     assert stack.exec("stat", "-c", "%a %U", key).stdout.split() == ["600", "node"]
     assert "legacy-state-migrations" not in "\n".join(stack.gateway_output())
     assert stack.exec("find", STATE_DIR, WORKSPACE_DIR, "-xdev", "-uid", "0").stdout == ""
+
+
+def test_a_state_volume_too_small_holds_with_both_numbers_until_there_is_room(
+    stack: Stack, host_dir: Path
+) -> None:
+    """A 40 MB state volume, a 60 MB `~/.clawdbot` (and a 1 GiB sparse database in it): the init
+    measures both before it copies anything and holds, the container up and unhealthy, never the
+    gateway on an empty state. Once the user makes room (here: old media out of the legacy dir) a
+    restart migrates, the sparse file stays sparse, and the gateway answers on the old config."""
+    docker(
+        "volume", "create", "--driver", "local", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+        "--opt", "o=size=40m", stack.data_volume, check=True,
+    )  # fmt: skip
+    legacy = host_dir / "clawdbot"
+    legacy_tree(legacy)
+    (legacy / "media" / "old").mkdir()
+    for number in range(6):
+        (legacy / "media" / "old" / f"video{number}.mp4").write_bytes(os.urandom(10 << 20))
+    with open(legacy / "memory.sqlite", "wb") as sparse:
+        sparse.write(b"SQLite format 3\x00" + os.urandom(4080))
+        sparse.truncate(1 << 30)
+    for path in [legacy, *legacy.rglob("*")]:
+        os.lchown(path, HOST_UID, HOST_GID)
+    stack.override({"volumes": [f"{legacy}:{LEGACY_MOUNT}"]})
+
+    stack.up()
+    held = stack.wait_event("boot_held", timeout=120)[0]
+    report = stack.wait_event("startup_report")[0]
+    warning = next(w for w in report["warnings"] if w["event"] == "migration_no_space")
+    assert warning["needed_bytes"] > 60_000_000 > 40_000_000 >= warning["free_bytes"]
+    for said in (held["reason"], report["held"]["reason"]):
+        assert str(warning["needed_bytes"]) in said and str(warning["free_bytes"]) in said
+    health = stack.exec("moltbot-init", "health")
+    assert health.returncode == 1 and "held" in health.stdout and "MOLTBOT_MIGRATE=off" in health.stdout
+    assert stack.events("gateway_starting") == [] and stack.state()["Running"]
+    assert stack.exec("ls", "-A", GATEWAY_DIR).stdout == ""  # nothing half-copied, nothing started
+
+    shutil.rmtree(legacy / "media" / "old")  # the user makes room
+    stack.compose("restart", "--timeout", "20")
+    stack.wait_for("the gateway to answer HTTP", lambda: answers_http(stack), 180, interval=1)
+    migration = phase(stack.wait_event("startup_report", count=2)[-1], "migration")
+    assert migration["figures"]["outcome"] == "migrated", migration
+    assert stack.exec("cat", f"{GATEWAY_DIR}/openclaw.json").stdout == LEGACY_CONFIG
+    size, blocks = stack.exec("stat", "-c", "%s %b", f"{GATEWAY_DIR}/memory.sqlite").stdout.split()
+    assert int(size) == 1 << 30 and int(blocks) * 512 < 1 << 20  # sparse, as it was

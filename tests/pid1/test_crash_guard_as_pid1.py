@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.common import ledger, rundir
+from entrypoint.common.exits import Exit
 from entrypoint.tools import health
 from tests.supervised import Supervised, epoch, free_port, policy_env, service_manager, standin
 
@@ -200,7 +201,7 @@ def test_hold_then_operator_start_after_the_fault_is_removed(
 def test_exit_action_ends_the_init_with_the_documented_code(supervised: Start) -> None:
     run = supervised(standin("instant_exit"), **policy_env(initial=0.2, burst=2, window=300, action="exit"))
     code = run.wait(timeout=120)
-    assert code == rundir.CRASH_LOOP_EXIT_CODE == 75
+    assert code == Exit.CRASH_LOOP == 75
     refused = run.events("crash_loop_refused")
     assert len(refused) == 1 and refused[0]["action"] == "exit"
     assert run.events("crash_guard_shutdown")[0]["exit_code"] == 75
@@ -260,7 +261,7 @@ def test_repeated_failed_boots_start_the_next_boot_in_hold(
     }
     for _ in range(2):
         failed = supervised(standin("instant_exit"), **env)
-        assert failed.wait(timeout=120) == rundir.CRASH_LOOP_EXIT_CODE
+        assert failed.wait(timeout=120) == Exit.CRASH_LOOP
     counter = failed.runner.box / "starts"
     counter.touch(mode=0o666)
     counter.chmod(0o666)

@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from entrypoint.common import cgroup, ledger, rundir
+from entrypoint.common.exits import Exit
 from tests.conftest import InitRunner
 from tests.supervised import STANDINS, Supervised, epoch, free_port, policy_env, standin
 
@@ -205,7 +206,7 @@ def test_exit_78_is_held_after_one_exit_with_its_redacted_reason_then_started_af
 
 def test_exit_78_with_the_exit_action_ends_the_init_with_78(supervised: Start) -> None:
     run = supervised(standin("instant_exit", "--exit-code", 78), **policy_env(initial=0.2, action="exit"))
-    assert run.wait(timeout=60) == rundir.CONFIG_REFUSED_EXIT_CODE == 78
+    assert run.wait(timeout=60) == Exit.CONFIG == 78
     assert len(run.events("gateway_exited")) == 1 and run.events("gateway_config_refused")
     assert (run.run_dir / rundir.EXIT_CODE).read_text().strip() == "78"
     assert ledger.boots(str(run.state_dir / ".moltbot-init" / "boot-ledger.json"))[-1]["outcome"] == "refused"

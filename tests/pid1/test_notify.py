@@ -16,7 +16,7 @@ import pytest
 
 from entrypoint.pid1 import notify
 from entrypoint.tools import health
-from tests.tools.fakes import black_hole, gateway
+from tests.fakes import black_hole, gateway
 
 
 class Receiver:
@@ -262,3 +262,61 @@ def test_the_order_against_a_gateway_that_starts_then_stops_answering(
         assert "WATCHDOG=1" in run_for(1.0)
         readiness.stopping()
     assert receiver.messages() == ["STOPPING=1"]
+
+
+HOSTILE_WORDS = [
+    "Config invalid → gateway.bind: ✗ 🚀",  # Latin-1 has neither
+    "配置无效: 网关 (שגיאה\u200f)",
+    "bad \x00 byte \x1b[31m red \udcff\udcfe and \ud800",
+    "two\nlines\nREADY=1",  # a newline would start another assignment
+    "z" * (4 << 20),
+]
+
+
+@pytest.mark.parametrize("said", HOSTILE_WORDS, ids=["arrows-emoji", "cjk-rtl", "controls", "lines", "4-mib"])
+def test_a_status_in_the_program_s_words_arrives_as_one_valid_utf8_line(
+    receiver: Receiver, tmp_path: Path, said: str
+) -> None:
+    """sd_notify's protocol is UTF-8 (the sdnotify package sends Latin-1 and raised on these)."""
+    readiness = notify.Readiness.from_environ({"NOTIFY_SOCKET": receiver.address}, Check(), str(tmp_path))
+    assert readiness is not None
+    readiness.status(f"gateway held: it rejected its configuration: {said}")
+    readiness.send("READY=1")
+    raw = []
+    while True:
+        try:
+            raw.append(receiver.sock.recv(65536))
+        except BlockingIOError:
+            break
+    assert len(raw) == 2 and raw[1] == b"READY=1"  # the status did not inject a READY of its own
+    status = raw[0].decode("utf-8")  # strict
+    assert status.startswith("STATUS=gateway held: ") and "\n" not in status and "\x00" not in status
+    assert len(raw[0]) <= len(b"STATUS=") + notify.STATUS_MAX_BYTES
+
+
+def test_nothing_a_send_raises_leaves_send(tmp_path: Path) -> None:
+    """A socket that went away, a message it refuses: a warning once, PID 1 goes on."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as gone:
+        gone.bind(str(tmp_path / "gone.sock"))
+        readiness = notify.Readiness.from_environ(
+            {"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}, Check(), str(tmp_path)
+        )
+    assert readiness is not None
+    (tmp_path / "gone.sock").unlink()
+    assert readiness.send("STATUS=one \udcff") is False
+    assert readiness.send("STATUS=two") is False
+
+
+def test_a_check_that_raises_is_a_failed_check_not_an_end_of_pid_1(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    def broken(probe: str) -> tuple[bool, str]:
+        raise ValueError("the program answered something no parser expected")
+
+    readiness = notify.Readiness.from_environ({"NOTIFY_SOCKET": receiver.address}, broken, str(tmp_path))
+    assert readiness is not None
+    readiness.tick(100.0)
+    assert not readiness.ready
+    assert receiver.messages() == [
+        "STATUS=the startup check failed: ValueError('the program answered something no parser expected')"
+    ]

@@ -153,12 +153,15 @@ def test_init_arguments_are_passed_to_the_gateway(init: InitRunner) -> None:
     gateway = f"python3 {init.sources}/tests/standins/healthy.py"
     process = init.popen("gateway", "--port", str(port), MOLTBOT_GATEWAY_COMMAND=gateway)
     try:
-        wait_for_port(port)  # the port came from the init's own arguments
+        wait_for_port(port)
+        tree = psutil.Process(namespace_init_pid(process.pid)).children(recursive=True)
+        argv = next(child.cmdline() for child in tree if "healthy.py" in " ".join(child.cmdline()))
         os.kill(namespace_init_pid(process.pid), signal.SIGTERM)
         process.communicate(timeout=20)
     finally:
         if process.poll() is None:
             kill_namespace(process)
+    assert argv[-3:] == [f"{init.sources}/tests/standins/healthy.py", "--port", str(port)]
     assert process.returncode == 0
 
 

@@ -10,14 +10,17 @@ from supervisor.options import ServerOptions
 
 from entrypoint.common.plans import Program, RestartPolicy
 from entrypoint.crashguard import plugin
-from entrypoint.pid1 import rpcinterface, supervisord
+from entrypoint.pid1 import supervision
+from entrypoint.supervisord import INTERFACES, rpcinterface
 
 POLICY = RestartPolicy(1, 60, 600, 5, 300, "hold", 330)
 
 
 def parse(tmp_path: Path, program: Program, autostart: bool = True) -> ServerOptions:
-    layout = supervisord.Layout(str(tmp_path))
-    supervisord.write_config(layout, supervisord.render(program, POLICY, layout, autostart=autostart))
+    layout = supervision.Layout(str(tmp_path))
+    supervision.write_config(
+        layout, supervision.render(program, POLICY, layout, INTERFACES, autostart=autostart)
+    )
     options = ServerOptions()
     options.realize(["-c", layout.config])
     return options
@@ -54,7 +57,7 @@ def test_supervisord_serves_our_interface_whose_stops_always_stop_and_loads_the_
 ) -> None:
     options = parse(tmp_path, program)
     assert options.rpcinterface_factories == [
-        ("supervisor", rpcinterface.make_rpcinterface, {}),
+        ("supervisor", rpcinterface.make_rpcinterface, {"run_dir": str(tmp_path)}),
         # In supervisord's own process, with where the init left its orders.
         ("crashguard", plugin.make_rpcinterface, {"run_dir": str(tmp_path)}),
     ]

@@ -18,6 +18,8 @@ share this module. Options, all optional:
   --times N         requests_restart, lease_held: misbehave on the first N starts (with --counter)
   --handoff PATH    requests_restart: where to write its restart handoff before exiting 0
   --allocate MIB    allocates: allocate and touch this much memory once started
+  --flood-mib N     hostile: write N MiB to stdout at start, after its other hostile output
+  --crash           hostile: end by SIGSEGV instead of --exit-code
 
 Each prints one line to stdout when it starts (`standin <variant> pid=N ...`), so a test can see
 that the program's stdout reaches the container's stdout unchanged.
@@ -54,6 +56,8 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--times", type=int, default=1)
     parser.add_argument("--handoff")
     parser.add_argument("--allocate", type=int, default=0)
+    parser.add_argument("--flood-mib", type=int, default=0)
+    parser.add_argument("--crash", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -121,6 +125,36 @@ def _request_restart(path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+# What a gateway may write, at its worst: every script, right-to-left marks, bytes that are not
+# UTF-8, NULs, escape sequences, a line of megabytes without a newline.
+HOSTILE_LINES = (
+    "启动 → 🚀 שלום\u200f عربي ✗".encode(),
+    b"bytes \xff\xfe\x80 NUL \x00 and \x1b[31mred\x1b[0m \x1b]0;title\x07",
+    b"README=1\nREADY=1",
+)
+HOSTILE_LAST_WORDS = (
+    b"Config invalid \xe2\x86\x92 gateway.bind \xff\xfe\x00 \xf0\x9f\x9a\x80 \xe9\x85\x8d\xe7\xbd\xae\n"
+)
+
+
+def _hostile(options: argparse.Namespace) -> None:
+    """Write the worst output, then end as asked (`--exit-code`, or a crash by SIGSEGV)."""
+    err, out = sys.stderr.buffer, sys.stdout.buffer
+    for line in HOSTILE_LINES:
+        err.write(line + b"\n")
+    out.write(b"L" * (4 << 20))  # a 4 MiB line without a newline
+    out.write(b"\n")
+    chunk = (b"flood \xff " * 8192)[:65536]
+    for _ in range(options.flood_mib * 16):
+        out.write(chunk)
+    out.flush()
+    err.write(HOSTILE_LAST_WORDS)
+    err.flush()
+    if options.crash:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    sys.exit(options.exit_code)
+
+
 def _say(options: argparse.Namespace) -> None:
     for text in options.say:
         print(os.path.expandvars(text), file=sys.stderr, flush=True)
@@ -172,6 +206,9 @@ def main(variant: str, argv: list[str] | None = None) -> None:
         _start(variant, options)
         print(f"instant_exit: exiting with code {options.exit_code}", file=sys.stderr, flush=True)
         sys.exit(options.exit_code)
+    if variant == "hostile":
+        _start(variant, options)
+        _hostile(options)
     if variant == "stderr_then_exit":
         options.stderr_lines = options.stderr_lines or 30
         _start(variant, options)

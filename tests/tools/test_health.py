@@ -18,9 +18,8 @@ import pytest
 
 from entrypoint.tools import health
 from tests.conftest import REPO
+from tests.fakes import answering, black_hole, gateway, listening
 from tests.supervised import free_port
-
-from .fakes import answering, black_hole, gateway, listening
 
 FAST_S = 0.2  # an answer from the state file, or from a gateway that answers at once
 SLACK_S = 0.5  # beyond a deadline, on a busy machine

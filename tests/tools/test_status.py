@@ -12,9 +12,8 @@ from types import SimpleNamespace
 
 from entrypoint.common import report
 from entrypoint.tools import status
+from tests.fakes import fake_supervisor, gateway
 from tests.supervised import free_port
-
-from .fakes import fake_supervisor, gateway
 
 
 def write_report(run_dir: Path) -> None:

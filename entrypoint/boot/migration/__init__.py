@@ -1,11 +1,11 @@
 """The `migration` phase: the state volume's layout kept, and legacy state moved into the
 application's state dir once, never clobbering, never losing a file.
 
-Runs in PID 1 during the boot, after ownership repair and before the privilege drop
-(boot/pipeline.py calls `run`): as root, or, when the container was started as the target user
-(`--user`, runAsNonRoot), as that user, copying only what it can read and changing no owner.
-Everything it knows about the application (legacy paths, the volume's layout, config file names,
-the home's links, the setting's name) arrives in the `MigrationPlan`.
+Who runs it: the boot's migration phase in PID 1 (its place in the boot is pipeline.py's), holding
+the migration lock from its first step (`staging.lock`): as root, or, when the container was started
+as the target user (`--user`, runAsNonRoot), as that user, copying only what it can read and
+changing no owner. Everything it knows about the application (legacy paths, the volume's layout,
+config file names, the home's links, the setting's name) arrives in the `MigrationPlan`.
 
 The volume: its root holds the application's state dir (the target), the init's record dir, the
 application's home and nothing else; whatever else is found there (an earlier version kept the
@@ -36,7 +36,7 @@ import contextlib
 from dataclasses import dataclass
 
 from ...common.fsops import describe, errno_name
-from ...common.plans import MigrationPlan, StopFlag
+from ...common.plans import MigrationMode, MigrationPlan, StopFlag
 from ...common.report import PhaseRecorder, PhaseResult
 from .context import PHASE, Context, Outcome
 from .decision import decide
@@ -51,11 +51,41 @@ class MigrationResult(PhaseResult):
 
     outcome: Outcome = Outcome.NOTHING_TO_MIGRATE
     strategy: Strategy | None = None
+    # Why the application must not start on this volume (its old state exists and did not make it
+    # into the target: the target is not the user's state), or None.
+    holds: str | None = None
 
     @property
     def moved_by_rename(self) -> bool:
         """The legacy tree was renamed in whole: it kept its old owners, which need repair."""
         return self.outcome is Outcome.MIGRATED and self.strategy is Strategy.RENAME
+
+
+# The warnings that say why a migration did not finish (the first one is the cause).
+_FAILURES = frozenset(
+    {
+        "migration_busy",
+        "migration_failed",
+        "migration_no_space",
+        "migration_source_error",
+        "migration_source_unreadable",
+        "migration_source_vanished",
+        "migration_staging_kept",
+        "migration_target_read_only",
+    }
+)
+
+
+def _holds(ctx: Context) -> str | None:
+    """A migration of old state that failed holds the application: started on an empty target it
+    would run as a new installation, and its new state would later conflict with the old. As the
+    user, a legacy dir it cannot read is the user's choice (documented: one warning, the start)."""
+    failed = ctx.outcome is Outcome.FAILED and (ctx.legacy_found or ctx.source is not None)
+    blocked = ctx.outcome is Outcome.BLOCKED and ctx.plan.owner is not None
+    if not (failed or blocked):
+        return None
+    said = next((w["message"] for w in ctx.recorder.warnings if w["event"] in _FAILURES), None)
+    return said or f"the migration of {ctx.source or 'the legacy state'} did not finish"
 
 
 def run(plan: MigrationPlan, stop: StopFlag) -> PhaseResult:
@@ -65,6 +95,7 @@ def run(plan: MigrationPlan, stop: StopFlag) -> PhaseResult:
         try:
             decide(ctx)
         except OSError as error:  # anything unforeseen on the filesystem: a warning, the boot goes on
+            ctx.outcome = Outcome.FAILED
             recorder.warn(
                 "migration_failed",
                 f"migration into {plan.target} stopped: {describe(error)}",
@@ -80,8 +111,10 @@ def run(plan: MigrationPlan, stop: StopFlag) -> PhaseResult:
                 f"{plan.owner[1]} (EPERM: the init lacks CAP_CHOWN?); they stay owned by the init's user",
                 count=ctx.owner.refused,
             )
-    result = MigrationResult(**vars(recorder.result()), outcome=ctx.outcome, strategy=ctx.strategy)
-    if plan.mode == "off":
+    result = MigrationResult(
+        **vars(recorder.result()), outcome=ctx.outcome, strategy=ctx.strategy, holds=_holds(ctx)
+    )
+    if plan.mode == MigrationMode.OFF:
         # Only the volume's layout was kept: the report says why nothing else happened.
         result.figures = {"reason": f"{plan.mode_setting}=off", "relocated": result.figures["relocated"]}
         result.status = "skipped" if result.status == "ok" else result.status

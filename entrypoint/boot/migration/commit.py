@@ -1,9 +1,7 @@
 """From a complete staging to the record: commit, set the source aside, record, clean up; or, for
 a staging that cannot go on, back to the target as it was (discard).
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), holding the migration lock: in the
-boot that staged the migration, or in a later one resuming it after a kill.
+Where it differs: in the boot that staged the migration, or in a later one resuming it after a kill.
 
 Crash safety. The journal is written (atomically, fsynced) before each step that matters, and each
 step is idempotent, so a SIGKILL at any instant followed by a new boot converges to the state an

@@ -1,12 +1,10 @@
 """The comparison of a legacy tree with a target that already holds something: the paths the
 target lacks, the entries both hold alike, and the conflicts (the same path, different content).
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), holding the migration lock, before a
-merge or a save is journaled. It only reads, by file descriptor, never following a link:
-directories in both are entered; regular files in both are alike when their bytes are; links in
-both when their targets read the same; anything else in both is a conflict. Paths only in the
-target (the leftovers of an earlier start, the application's own files) are not looked at.
+Before a merge or a save is journaled, it only reads, by file descriptor, never following a link:
+directories in both are entered; regular files in both are alike when their bytes are; links in both
+when their targets read the same; anything else in both is a conflict. Paths only in the target (the
+leftovers of an earlier start, the application's own files) are not looked at.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """What every step of one migration shares: the plan, the typed outcome, the report's figures and
 warnings, the descriptors held open, the owner of what it creates, and how a fault is reported.
 
-Runs in PID 1 during the boot's migration phase, after ownership repair and before the privilege
-drop: as root, or as the target user when the init was started non-root. One `Context` lives for
-one call of `migration.run`; the typed fields (outcome, source, strategy) steer the phase and the
-boot, and each also sets its figure for the report.
+One `Context` lives for one call of `migration.run`; the typed fields (outcome, source, strategy)
+steer the phase and the boot, and each also sets its figure for the report.
 """
 
 from __future__ import annotations
@@ -21,6 +19,8 @@ from ...common import log
 from ...common.fsops import DIR_FLAGS, describe, errno_name
 from ...common.plans import MigrationPlan, StopFlag
 from ...common.report import PhaseRecorder
+from .. import room
+from ..room import NoRoom, Room
 from .journal import STAGING_DIR, Strategy
 
 PHASE = "migration"
@@ -131,6 +131,8 @@ class Context:
         # CAP_DAC_OVERRIDE, and a boot killed before it gave them is made good by the next one.
         self.made: list[int] = []
         self.owner = Owner(plan.owner)
+        self.room: Room | None = None  # what the copy needs and the volume has, once measured
+        self.legacy_found = False  # a legacy dir holds data (or could not be read to tell)
         self._volume_fd: int | None = None
 
     def open(self, path: str, dir_fd: int | None = None, flags: int = DIR_FLAGS) -> int:
@@ -201,15 +203,36 @@ class Context:
                 errno=errno_name(error.error),
             )
             return
-        event = {
-            errno.ENOSPC: "migration_no_space",
-            errno.EDQUOT: "migration_no_space",
-            errno.EROFS: "migration_target_read_only",
-        }.get(error.errno or 0, "migration_failed")
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._no_room(error, "nothing was copied" if isinstance(error, NoRoom) else where)
+            return
+        event = "migration_target_read_only" if error.errno == errno.EROFS else "migration_failed"
         self.recorder.warn(
             event,
             f"migration into {self.plan.target} failed: {describe(error)}; {where}",
             target=self.plan.target,
             path=error.filename,
+            errno=errno_name(error),
+        )
+
+    def _no_room(self, error: OSError, where: str) -> None:
+        """No room on the volume: both numbers (measured before the copy began) and the ways out."""
+        volume, measured = self.plan.volume, self.room
+        if measured is None or measured.free is None:
+            short = f"{volume} ran out of room ({describe(error)})"
+        else:
+            short = (
+                f"{self.source} needs {room.size(measured.needed)} ({measured.needed} bytes) on {volume}, "
+                f"which has {room.size(measured.free)} ({measured.free} bytes) free"
+            )
+        self.recorder.warn(
+            "migration_no_space",
+            f"{short}: {where}. Give the volume room (free space on it, or make it larger) and restart "
+            f"the container to migrate; or set {self.plan.mode_setting}=off and restart to start without "
+            "the old state",
+            source=self.source,
+            volume=volume,
+            needed_bytes=None if measured is None else measured.needed,
+            free_bytes=None if measured is None else measured.free,
             errno=errno_name(error),
         )

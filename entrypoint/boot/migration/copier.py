@@ -1,18 +1,18 @@
 """The copier: entry trees copied by file descriptor into the staging, as `cp -a` would but owned
 by the target user, for every migration the kernel does not do by rename.
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), with a small pool of threads of its
-own that end before the phase does. Its reads happen as root on a tree the user could write to:
-nothing here follows a link, opens a device or hands the user a file that was not theirs.
+Where it differs: a small pool of threads of its own, ended before the phase is. Its reads happen as
+root on a tree the user could write to: nothing here follows a link, opens a device or hands the
+user a file that was not theirs.
 
-What a copy keeps: content, mode (a 0600 secret stays 0600, and is never readable by anyone else
-while it is written), times, hard links (a file with several names in the tree is copied once and
-linked, within the staging, under its other names), extended attributes and ACLs where the
-target's filesystem takes them (what it refuses is counted and reported once). What it does not:
-the owner (everything is the target user's), `security.*` attributes (file capabilities would
-give the user privileges; LSM labels and integrity signatures belong to the target's policy),
-device nodes, and the attributes of links, FIFOs and sockets.
+What a copy keeps: content (`boot/content`: holes kept, blocks shared where it can), mode (a 0600
+secret stays 0600, and is never readable by anyone else while it is written), times, hard links (a
+file with several names in the tree is copied once and linked, within the staging, under its other
+names), extended attributes and ACLs where the target's filesystem takes them (what it refuses is
+counted and reported once). What it does not: the owner (everything is the target user's),
+`security.*` attributes (file capabilities would give the user privileges; LSM labels and integrity
+signatures belong to the target's policy), device nodes, and the attributes of links, FIFOs and
+sockets.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ...common import log
 from ...common.fsops import DIR_FLAGS, walk_to
 from ...common.plans import StopFlag
+from ..content import Content
 from .context import Interrupted, Owner, SourceError, from_source, logger
 from .journal import PART_SUFFIX
 
@@ -42,11 +43,6 @@ PROGRESS_INTERVAL_S = 2.0
 # docs/benchmarks/migration.md). Read when a copier is made: tests and the benchmark set it.
 WORKERS = min(4, os.cpu_count() or 1)
 
-# copy_file_range refuses across filesystems (EXDEV, kernels >= 5.19 for most pairs), on kernels
-# without it (ENOSYS) and on filesystems that do not implement it (EOPNOTSUPP, EINVAL).
-_NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
-_COPY_CHUNK = 1 << 30  # bytes per copy_file_range/sendfile call: the kernel copies a file per call
-_READ_CHUNK = 1 << 20
 # An attribute the target's filesystem does not take: none at all (EOPNOTSUPP), not from us
 # (EPERM, EACCES), too large (E2BIG), or naming ids a user namespace cannot map (EINVAL, an ACL).
 _ATTRIBUTE_REFUSED = frozenset({errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG, errno.EINVAL})
@@ -88,8 +84,7 @@ class Copier:
         self.first_copies: dict[tuple[int, int], tuple[str, str]] = {}
         self.items_fd = -1
         self.item = self.item_rel = ""
-        self._copy_file_range = True
-        self._sendfile = True
+        self.content = Content()
         self._next_progress = time.monotonic() + PROGRESS_INTERVAL_S
 
     def close(self) -> None:
@@ -240,7 +235,7 @@ class Copier:
                 self._count(1)
                 return
             try:
-                size = self._data(src, dst)
+                size = self.content.copy(src, dst, seen)
                 self._finish(src, dst, seen, rel)
             finally:
                 os.close(dst)
@@ -328,31 +323,3 @@ class Copier:
                 if error.errno not in _ATTRIBUTE_REFUSED:
                     raise
                 self.attributes_refused.append(f"{rel} ({name})")
-
-    def _data(self, src: int, dst: int) -> int:
-        """Copy from the current offsets to the end; each fallback resumes where the last stopped."""
-        copied = 0
-        if self._copy_file_range:
-            try:
-                while count := os.copy_file_range(src, dst, _COPY_CHUNK):
-                    copied += count
-                return copied
-            except OSError as error:
-                if error.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                self._copy_file_range = False
-        if self._sendfile:
-            try:
-                while count := os.sendfile(dst, src, None, _COPY_CHUNK):
-                    copied += count
-                return copied
-            except OSError as error:
-                if error.errno not in (errno.EINVAL, errno.ENOSYS):
-                    raise
-                self._sendfile = False
-        while chunk := os.read(src, _READ_CHUNK):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(dst, view) :]
-            copied += len(chunk)
-        return copied

@@ -1,9 +1,8 @@
 """The migration decision: lock, finish a killed migration, gather the volume's root into the
 target, then find a migration recorded, or choose a source and the way to migrate it; settle.
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), on every boot: a boot with nothing
-to migrate still gathers the volume's root and settles the home's links.
+On every boot: a boot with nothing to migrate still gathers the volume's root and settles the home's
+links.
 
 The way a legacy tree reaches the target depends on what the target holds:
 - nothing at all: the tree itself, renamed where the kernel allows (as root), else copied;
@@ -19,6 +18,7 @@ from __future__ import annotations
 import os
 
 from ...common.fsops import lexists
+from ...common.plans import MigrationMode
 from . import relocate, staging
 from .compare import Comparison, compare
 from .context import OPERATOR_DIR, Context, Outcome, SourceError, from_source
@@ -31,7 +31,8 @@ def decide(ctx: Context) -> None:
     """What this boot does about legacy state; the outcome ends up in `ctx`."""
     plan = ctx.plan
     # What each legacy path holds; foreign links, files and unreadable ones get a warning.
-    sources = survey(ctx) if plan.mode != "off" else []
+    sources = survey(ctx) if plan.mode != MigrationMode.OFF else []
+    ctx.legacy_found = any(source.kind in (Kind.DATA, Kind.UNREADABLE) for source in sources)
     report_odd(ctx, sources)
     # The records, locked against a second init on the volume, and the target (made if missing).
     try:
@@ -41,16 +42,17 @@ def decide(ctx: Context) -> None:
     except OSError as error:  # a read-only or full volume, a target that is not a directory
         ctx.fault(error, kept=False)
         return
-    if record_fd is None or target_fd is None:
+    if record_fd is None or target_fd is None:  # another init holds the volume: nothing was done
+        ctx.outcome = Outcome.FAILED
         return
     ctx.made += (record_fd, target_fd)
     # A staging left by a killed boot comes before anything new: finished (an earlier version's
     # into the volume's root, its target), kept, or dropped.
-    pending = plan.mode != "off" and lexists(STAGING_DIR, record_fd)
+    pending = plan.mode != MigrationMode.OFF and lexists(STAGING_DIR, record_fd)
     resumed = staging.resume(ctx, record_fd) if pending else None
     # What lies at the volume's root that is not the volume's own belongs in the target.
-    relocate.gather(ctx, target_fd)
-    if plan.mode == "off" or resumed is staging.Resumed.STOPPED:
+    relocate.gather(ctx, record_fd, target_fd)
+    if plan.mode == MigrationMode.OFF or resumed is staging.Resumed.STOPPED:
         return
     if resumed is staging.Resumed.FINISHED:
         settle(ctx, sources, ctx.source)
@@ -58,7 +60,8 @@ def decide(ctx: Context) -> None:
     # A record of an earlier boot's migration: nothing to migrate again, unless merge-missing is
     # asked for after a conflict (it adds what the target lacks, the warning said so).
     record = find_record(record_fd)
-    if record is not None and not (record.result == Outcome.CONFLICT and plan.mode == "merge-missing"):
+    merges_after_conflict = plan.mode == MigrationMode.MERGE_MISSING and record is not None
+    if record is not None and not (merges_after_conflict and record.result == Outcome.CONFLICT):
         _already_migrated(ctx, record)
         settle(ctx, sources, record.source)
         return
@@ -100,7 +103,7 @@ def _strategy(ctx: Context, source_fd: int, target_fd: int) -> tuple[Strategy, C
         # only way to own all of it (and to leave nothing half-moved when a part is unreadable).
         return (Strategy.RENAME if ctx.plan.owner is not None else Strategy.COPY), None
     found = compare(ctx, source_fd, target_fd)
-    if ctx.plan.mode == "merge-missing":
+    if ctx.plan.mode == MigrationMode.MERGE_MISSING:
         return Strategy.MERGE_MISSING, found
     return (Strategy.SAVE if found.conflicts else Strategy.MERGE), found
 

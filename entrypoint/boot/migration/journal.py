@@ -1,10 +1,8 @@
 """The migration's files in the state volume: the journal of a migration under way, the record of
 a finished one, and the names of the staging that holds them.
 
-Read and written in PID 1 during the boot's migration phase (after ownership repair, before the
-privilege drop; as root, or as the target user when the init was started non-root). A boot writes
-them; the next boot, perhaps of another version of the init, reads them to resume a killed
-migration or to skip a finished one: the JSON below is a contract between versions, and
+A boot writes them; the next boot, perhaps of another version of the init, reads them to resume a
+killed migration or to skip a finished one: the JSON below is a contract between versions, and
 FORMAT_VERSION changes whenever a field changes meaning (fields are only ever added, optional).
 
 Everything lives in the record directory, on the state volume's filesystem, so that every step
@@ -16,6 +14,7 @@ into place is a rename within one filesystem:
         tree/                                  strategy "rename": the source directory itself
         items/<i>, items/<i>.part              the other strategies: copies, `.part` while incomplete
     <record dir>/legacy/<name>-<UTC time>/     strategy "save": a legacy tree the target conflicts with
+    <record dir>/named-at-root.json            the user's entries at the volume's root, once named
 
 Versions before the state volume had a root of its own kept the record dir inside the target,
 which was the volume's root: their record is where this version's is, and their journal names
@@ -45,6 +44,7 @@ ITEMS_DIR = "items"
 PART_SUFFIX = ".part"
 LEGACY_DIR = "legacy"
 ASIDE_MARK = ".migrated-"
+NAMED_AT_ROOT_FILE = "named-at-root.json"
 FORMAT_VERSION = 1
 _ITEM = re.compile(rf"{ITEMS_DIR}/[0-9]+")
 # The journal names the user's paths and the record dir is the user's: neither is for other users.
@@ -219,7 +219,7 @@ def read_journal(staging_fd: int) -> Journal | None:
 
 def write_journal(staging_fd: int, journal: Journal) -> None:
     """Before each step that matters: a kill after this returns finds the journal of that step."""
-    rundir.replace_file(JOURNAL_FILE, _encode(journal.to_json()), dir_fd=staging_fd, mode=_MODE)
+    rundir.replace_file(JOURNAL_FILE, rundir.json_bytes(journal.to_json()), dir_fd=staging_fd, mode=_MODE)
 
 
 def find_record(record_fd: int) -> Record | None:
@@ -229,11 +229,21 @@ def find_record(record_fd: int) -> Record | None:
 
 def write_record(record_fd: int, record: Record, prepare: Callable[[int], None]) -> None:
     """`prepare` gives the file to the target user before it takes the record's name."""
-    rundir.replace_file(RECORD_FILE, _encode(record.to_json()), dir_fd=record_fd, mode=_MODE, prepare=prepare)
+    rundir.replace_file(
+        RECORD_FILE, rundir.json_bytes(record.to_json()), dir_fd=record_fd, mode=_MODE, prepare=prepare
+    )
 
 
-def _encode(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2) + "\n").encode()
+def read_named_at_root(record_fd: int) -> set[str]:
+    """The entries at the volume's root a warning has named already."""
+    data = _read(record_fd, NAMED_AT_ROOT_FILE) or {}
+    names = data.get("names")
+    return {str(name) for name in names} if isinstance(names, list) else set()
+
+
+def write_named_at_root(record_fd: int, names: list[str], prepare: Callable[[int], None]) -> None:
+    data = rundir.json_bytes({"version": FORMAT_VERSION, "names": names})
+    rundir.replace_file(NAMED_AT_ROOT_FILE, data, dir_fd=record_fd, mode=_MODE, prepare=prepare)
 
 
 def _read(dir_fd: int, name: str) -> dict[str, Any] | None:

@@ -1,11 +1,12 @@
 """Relocation: the target made when missing, and every entry at the state volume's root that is
-not one of the volume's own (the target, the init's records, the home, lost+found) moved into it.
+the application's own (its config, credentials, agents, ...: the plan's `state_entries`) moved into
+it. What else lies at the root, beside the volume's own (the target, the init's records, the home,
+lost+found), is the user's (a `backups/` for the application's own backup command): it stays, and a
+warning names it the first time it is seen.
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), on every boot, holding the migration
-lock, after a killed migration's staging was finished: an earlier version of the init kept the
-application's state at the volume's root (and finished its stagings there), and the seed left its
-empty `cron/`, `canvas/`, `logs/` there. Each entry moves in one rename within the volume, which
+On every boot, after a killed migration's staging was finished: an earlier version of the init kept
+the application's state at the volume's root (and finished its stagings there), and the seed left
+its empty `cron/`, `canvas/`, `logs/` there. Each entry moves in one rename within the volume, which
 never replaces anything: a kill between two of them is continued by the next boot; a name that
 exists in both places stays at the root, with a warning.
 """
@@ -13,11 +14,13 @@ exists in both places stays at the root, with a warning.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 
 from ...common import log
 from ...common.fsops import describe, errno_name, rename_noreplace
 from .context import Context, logger
+from .journal import read_named_at_root, write_named_at_root
 
 
 def open_target(ctx: Context) -> int:
@@ -31,17 +34,20 @@ def open_target(ctx: Context) -> int:
     return ctx.open(name, volume_fd)
 
 
-def gather(ctx: Context, target_fd: int) -> None:
-    """Move every entry at the volume's root that is not one of its own into the target."""
+def gather(ctx: Context, record_fd: int, target_fd: int) -> None:
+    """Move every entry at the volume's root that is the application's into the target."""
     plan = ctx.plan
     name = _root_name(ctx)
     if name is None:
         return
     volume_fd = ctx.open_dir(plan.volume)
-    kept = {*plan.kept_at_root, name, ctx.in_volume(plan.record_dir)}
-    moved = 0
+    own = {*plan.kept_at_root, name, ctx.in_volume(plan.record_dir)}
+    moved, users = 0, []
     for entry in sorted(os.listdir(volume_fd)):
-        if entry in kept:
+        if entry in own:
+            continue
+        if not any(fnmatch.fnmatchcase(entry, pattern) for pattern in plan.state_entries):
+            users.append(entry)
             continue
         try:
             rename_noreplace(volume_fd, entry, target_fd, entry)
@@ -50,6 +56,7 @@ def gather(ctx: Context, target_fd: int) -> None:
             continue
         moved += 1
     ctx.figures["relocated"] = moved
+    _name_the_users(ctx, record_fd, users)
     if moved:
         log.event(
             logger,
@@ -58,6 +65,25 @@ def gather(ctx: Context, target_fd: int) -> None:
             f"moved {moved} entries from {plan.volume} into {plan.target}",
             count=moved,
         )
+
+
+def _name_the_users(ctx: Context, record_fd: int, users: list[str]) -> None:
+    """The user's entries at the root, in the report at every boot, in a warning once each."""
+    if users:
+        ctx.figures["kept_at_root"] = users
+    named = read_named_at_root(record_fd)
+    new = [entry for entry in users if entry not in named]
+    if not new:
+        return
+    ctx.recorder.warn(
+        "migration_root_entries_kept",
+        f"{', '.join(new)} at the root of {ctx.plan.volume} is not the application's state: it stays "
+        f"where it is (the application's state is {ctx.plan.target}); said once",
+        entries=new,
+        volume=ctx.plan.volume,
+    )
+    with contextlib.suppress(OSError):  # unrecorded, it is named again at the next boot: no harm
+        write_named_at_root(record_fd, sorted({*named, *new}), prepare=ctx.owner.give)
 
 
 def _root_name(ctx: Context) -> str | None:

@@ -1,10 +1,9 @@
 """What every boot does once no migration is pending: report later sources holding data, give the
 config file its preferred name, and make the links in the application's home what the plan says.
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root): after a migration that ended (done,
-or failed with its staging removed), after a record found from an earlier boot, and when there is
-nothing to migrate. Never while a staging is kept: the target is then still the migration's.
+After a migration that ended (done, or failed with its staging removed), after a record found from
+an earlier boot, and when there is nothing to migrate. Never while a staging is kept: the target is
+then still the migration's.
 
 The home links. Some generations of the application hard-code paths under a legacy name in their
 home (`~/.<old name>/identity`): that name must be a link into its state dir. Others scan the same

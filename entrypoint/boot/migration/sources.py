@@ -1,12 +1,11 @@
 """The survey of the legacy paths: what each one holds, which one is migrated, and the warnings
 about the others.
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), on every boot: a finished migration
-still reports later sources holding data. It only looks: lstat, realpath and a listing, never
-following a legacy path that is a link elsewhere (the user owns the directory it sits in and
-could point it at /etc). A legacy path that is a link into the state volume was left by an
-earlier version of the init, which linked the legacy paths to its target: ours, migrated.
+On every boot: a finished migration still reports later sources holding data. It only looks: lstat,
+realpath and a listing, never following a legacy path that is a link elsewhere (the user owns the
+directory it sits in and could point it at /etc). A legacy path that is a link into the state volume
+was left by an earlier version of the init, which linked the legacy paths to its target: ours,
+migrated.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """A migration from its start to a complete staging, and the resumption of one a kill interrupted.
 
-Runs in PID 1 during the boot's migration phase (after ownership repair, before the privilege
-drop; as root, or as the target user when started non-root), once the decision chose a source and
-a strategy (`migrate`) or found a staging left by a killed boot (`resume`). The migration lock
-(`lock`, taken first thing by every boot) keeps a second init sharing the volume out.
+Once the decision chose a source and a strategy (`migrate`) or found a staging left by a killed boot
+(`resume`). The migration lock (`lock`, taken first thing by every boot) keeps a second init sharing
+the volume out.
 
 Strategies:
 - rename: the source directory is renamed into the staging in one step, then each top-level entry
@@ -33,6 +32,8 @@ import time
 
 from ...common import log
 from ...common.fsops import describe, errno_name, is_mount_point, lexists, remove, walk_to
+from .. import room
+from ..room import NoRoom, Room
 from .commit import Staging, discard, finish
 from .compare import Comparison
 from .context import Context, Interrupted, Outcome, SourceError, from_source, logger
@@ -141,6 +142,7 @@ def migrate(
             paths = [
                 name for name in sorted(from_source("", os.listdir, source_fd)) if name != ctx.record_name
             ]
+        _fits(ctx, record_fd, source_fd, paths)  # before the first byte is copied
         journal.moves = [(f"{ITEMS_DIR}/{index}", rel) for index, rel in enumerate(paths)]
         write_journal(staging.staging_fd, journal)
     except (SourceError, OSError) as error:
@@ -148,6 +150,20 @@ def migrate(
         discard(ctx, record_fd)
         return True
     return stage(ctx, staging, source_fd)
+
+
+def _fits(ctx: Context, record_fd: int, source_fd: int, paths: list[str]) -> None:
+    """Measure what the copy of `paths` will take and what the volume has; raises NoRoom when it
+    cannot fit (the numbers go into the report either way)."""
+    try:
+        needed = room.needed(source_fd, paths)
+    except OSError as error:  # what the copy would have met first: the same warning
+        raise SourceError(error.filename or "", error) from error
+    measured = Room(needed, room.free(record_fd))
+    ctx.room = measured
+    ctx.figures.update(needed_bytes=measured.needed, free_bytes=measured.free)
+    if not measured.enough:
+        raise NoRoom(measured, ctx.plan.volume)
 
 
 def resume(ctx: Context, record_fd: int) -> Resumed:

@@ -1,9 +1,9 @@
 """The `ownership` phase: re-own every entry under the volume roots that is not `uid:gid`.
 
-Runs in PID 1, as root, during the boot's ownership phase: after prepare, before migration and the
-privilege drop (`pipeline` calls `run`; once more right after migration when it renamed a legacy
-tree into place, which keeps its old owners). The trees it walks are writable by the user it
-hands them to, so it treats their contents as hostile. Where each duty lives:
+Who runs it: the boot's ownership phase in PID 1, as root (its place in the boot is pipeline.py's,
+which runs it once more over a legacy tree that migration renamed into place, since a rename keeps
+the old owners). The trees it walks are writable by the user it hands them to, so it treats their
+contents as hostile. Where each duty lives:
 
 - `rules`: what the walk may touch (links, mounts, hard links, post-order, set-ID bits), and the
   warnings about what it left alone;

@@ -1,10 +1,9 @@
 """What every engine of the ownership walk runs inside: the roots opened, the engine's walk, then
 the figures, the warnings and the writability check that make the phase's result.
 
-Runs in PID 1, as root, during the boot's ownership phase (after prepare, before migration and the
-privilege drop), in the calling thread. The phase's `run` chooses an engine and passes it here;
-tests and benchmarks pass one engine of their choosing (`inline` below, `threads.walk`,
-`processes.walk`), so that the phase's own signature needs no knob for them.
+In the calling thread. The phase's `run` chooses an engine and passes it here; tests and benchmarks
+pass one engine of their choosing (`inline` below, `threads.walk`, `processes.walk`), so that the
+phase's own signature needs no knob for them.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ...common.plans import OwnershipPlan, StopFlag, TargetUser
+from ...common.plans import OwnershipMode, OwnershipPlan, StopFlag, TargetUser
 from ...common.report import PhaseRecorder, PhaseResult
 from .. import access
 from .rules import PHASE, Task, warn
@@ -35,7 +34,7 @@ Engine = Callable[[Walk, list[Task]], Crew]
 def run_with(plan: OwnershipPlan, user: TargetUser, stop: StopFlag, engine: Engine) -> PhaseResult:
     """Re-own everything under `plan.roots` that is not `plan.uid:plan.gid` with `engine`;
     never raises."""
-    if plan.mode == "off":
+    if plan.mode == OwnershipMode.OFF:
         return PhaseResult.skipped(PHASE, "disabled")
     recorder = PhaseRecorder(PHASE)
     walk = Walk(plan, stop)

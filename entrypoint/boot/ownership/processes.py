@@ -1,17 +1,16 @@
 """The worker-process engine: what is left of a large walk, cut into subtrees, walked by processes
 forked from PID 1, one per CPU.
 
-Runs in PID 1, as root, during the boot's ownership phase (after prepare, before migration and the
-privilege drop): the cut, the fan-out and the collection run in the calling thread; `_worker` runs
+Where it differs: the cut, the fan-out and the collection run in the calling thread; `_worker` runs
 in the processes forked from it, as root too, until it leaves with os._exit. On a warm cache the
-walk is CPU-bound and threads of one process do not add up (docs/benchmarks/ownership.md), so a
-walk still running after the phase's hand-off time goes to processes: workers take subtrees from
-a pipe and walk each with the very code `walk` runs in-process, from the directory descriptors
-they inherit. The parent keeps the directories above the subtrees and re-owns them, post-order
-still, once the workers report their subtrees done. It polls the stop flag and raises a halt flag
-in shared memory that the workers check between entries (as often as a walk in-process checks
-the stop flag); a worker that does not stop within KILL_AFTER_S (blocked on NFS) is killed, which
-chown's atomicity makes safe. Workers report through a pipe as JSON.
+walk is CPU-bound and threads of one process do not add up (docs/benchmarks/ownership.md), so a walk
+still running after the phase's hand-off time goes to processes: workers take subtrees from a pipe
+and walk each with the very code `walk` runs in-process, from the directory descriptors they
+inherit. The parent keeps the directories above the subtrees and re-owns them, post-order still,
+once the workers report their subtrees done. It polls the stop flag and raises a halt flag in shared
+memory that the workers check between entries (as often as a walk in-process checks the stop flag);
+a worker that does not stop within KILL_AFTER_S (blocked on NFS) is killed, which chown's atomicity
+makes safe. Workers report through a pipe as JSON.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """What the ownership walk may touch, and how it reports what it left alone.
 
-Runs in PID 1, as root, during the boot's ownership phase (after prepare, before migration and the
-privilege drop), and in the worker processes forked from PID 1 for a large tree: every engine
-applies these rules, through `walk`. The trees it walks are writable by the user it hands them to,
-so it treats their contents as hostile:
+Every engine applies these rules, through `walk` (in the worker processes of a large tree too). The
+trees it walks are writable by the user it hands them to, so it treats their contents as hostile:
 
 - Every name is resolved relative to a directory file descriptor, and no call follows a symbolic
   link: `fstatat`/`fchownat` with AT_SYMLINK_NOFOLLOW (a link is re-owned itself, lchown-style, its

@@ -1,13 +1,12 @@
 """The thread engine: the walk in threads of PID 1, one at first, more only while it waits on I/O.
 
-Runs in PID 1, as root, during the boot's ownership phase (after prepare, before migration and the
-privilege drop), where a fork is not safe (another thread exists, or this is not the main thread)
-or there is one CPU: the calling thread supervises, the threads it starts walk. On a warm cache
-the walk is CPU-bound and threads do not add up, since they take turns on the GIL (measured in
-docs/benchmarks/ownership.md); so one thread walks, and threads up to MAX_WORKERS are added only
-while the walk is seen waiting on I/O (cold cache, NFS), where they overlap the waits. Threads
-share directories (not single entries) through a LIFO stack, so each one mostly walks depth first
-on its own, and open descriptors stay bounded by the tree's depth, not its width.
+Where it differs: threads of PID 1, where a fork is not safe (another thread exists, or this is not
+the main thread) or there is one CPU: the calling thread supervises, the threads it starts walk. On
+a warm cache the walk is CPU-bound and threads do not add up, since they take turns on the GIL
+(measured in docs/benchmarks/ownership.md); so one thread walks, and threads up to MAX_WORKERS are
+added only while the walk is seen waiting on I/O (cold cache, NFS), where they overlap the waits.
+Threads share directories (not single entries) through a LIFO stack, so each one mostly walks depth
+first on its own, and open descriptors stay bounded by the tree's depth, not its width.
 """
 
 from __future__ import annotations

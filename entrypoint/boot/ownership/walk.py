@@ -1,11 +1,10 @@
 """The walk by directory descriptor that applies `rules`: open a root, scan a directory, enter a
 subdirectory and verify it is the one listed, finish a directory once everything below it is done.
 
-Runs in PID 1, as root, during the boot's ownership phase (after prepare, before migration and the
-privilege drop): in the calling thread, in the threads of `threads`, and in the worker processes
+Where it differs: in the calling thread, in the threads of `threads`, and in the worker processes
 that `processes` forks from PID 1, each walker on its own directories with this same code. One
-`Walk` holds what they share: the target owner, the mount table, the open directories, the
-records of skips and faults, and one tally per walker.
+`Walk` holds what they share: the target owner, the mount table, the open directories, the records
+of skips and faults, and one tally per walker.
 """
 
 from __future__ import annotations

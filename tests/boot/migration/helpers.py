@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.common.plans import MigrationMode, MigrationPlan, StopFlag
+from moltbot.profile import STATE_ENTRIES
 
 REPO = Path(__file__).resolve().parents[3]
 DRIVER = Path(__file__).with_name("driver.py")
@@ -63,6 +64,7 @@ def plan_for(
         volume=str(volume),
         record_dir=str(volume / RECORD_DIR),
         kept_at_root=KEPT_AT_ROOT,
+        state_entries=STATE_ENTRIES,
         owner=owner,
         config_names=config_names,
         home_links=home_links,
@@ -80,9 +82,10 @@ def plan_to_json(plan: MigrationPlan) -> str:
 
 def plan_from_json(text: str) -> MigrationPlan:
     fields = json.loads(text)
-    for name in ("sources", "kept_at_root", "config_names"):
+    for name in ("sources", "kept_at_root", "state_entries", "config_names"):
         fields[name] = tuple(fields[name])
     fields["owner"] = tuple(fields["owner"]) if fields["owner"] is not None else None
+    fields["mode"] = MigrationMode(fields["mode"])
     fields["home_links"] = tuple((path, target) for path, target in fields["home_links"])
     return MigrationPlan(**fields)
 

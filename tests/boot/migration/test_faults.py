@@ -7,6 +7,7 @@ directory (EPERM from rename), a file removed while the copy runs (ENOENT).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -48,8 +49,15 @@ def test_no_space_mid_copy_removes_the_staging_and_leaves_the_target_as_it_was(
     result = migration.run(plan_for([source], volume), StopFlag())
 
     assert events(result) == ["migration_no_space"]
-    assert "left as it was" in result.warnings[0]["message"]
+    [warning] = result.warnings
+    assert "nothing was copied" in warning["message"]
     assert result.figures["outcome"] == "failed"
+    # Measured before the first byte: both numbers, in the warning and the figures.
+    assert warning["needed_bytes"] == result.figures["needed_bytes"] >= 3_000_000
+    assert warning["free_bytes"] == result.figures["free_bytes"] <= 2 << 20
+    for said in (str(warning["needed_bytes"]), str(warning["free_bytes"]), "MOLTBOT_MIGRATE=off"):
+        assert said in warning["message"]
+    assert isinstance(result, migration.MigrationResult) and result.holds == warning["message"]
     assert sorted(os.listdir(volume)) == [RECORD_DIR, "gateway"]
     assert os.listdir(gateway_of(volume)) == [] and os.listdir(volume / RECORD_DIR) == []  # no staging
     assert manifest(source) == source_before
@@ -77,8 +85,38 @@ def test_no_space_during_merge_missing_leaves_the_existing_target_untouched(
     result = migration.run(plan_for([source], volume, mode="merge-missing"), StopFlag())
 
     assert events(result) == ["migration_no_space"]
+    assert result.figures["needed_bytes"] > result.figures["free_bytes"]
     assert manifest(target) == before
     assert manifest(volume / RECORD_DIR) == records_before  # the token is still there, alone
+
+
+def test_an_estimate_that_fits_but_a_copy_that_does_not_still_says_both_numbers(
+    scratch: Path, mounts: Mounts
+) -> None:
+    """The room is measured in blocks; a volume that another writer fills meanwhile still runs out:
+    ENOSPC mid-copy says what was measured, and the staging goes."""
+    source, volume = scratch / "home" / ".clawdbot", mounts.tmpfs(scratch / "state", size="8m")
+    fill(source, 3_000_000)
+
+    class FilledMeanwhile(StopFlag):
+        """Never set; its second look (the copier's first entry) fills the volume from outside."""
+
+        looks = 0
+
+        def is_set(self) -> bool:
+            self.looks += 1
+            if self.looks == 2:
+                with contextlib.suppress(OSError), open(volume / "filler", "wb") as handle:
+                    handle.write(b"x" * (8 << 20))
+            return False
+
+    result = migration.run(plan_for([source], volume), FilledMeanwhile())
+
+    assert events(result)[0] == "migration_no_space", result.warnings
+    warning = result.warnings[0]
+    assert warning["needed_bytes"] <= warning["free_bytes"]  # it fitted when measured
+    assert "left as it was" in warning["message"]
+    assert isinstance(result, migration.MigrationResult) and result.holds is not None
 
 
 def test_read_only_target_is_a_warning_and_nothing_changes(scratch: Path, mounts: Mounts) -> None:
@@ -129,6 +167,8 @@ def test_unreadable_first_source_holds_back_the_later_ones(scratch: Path) -> Non
     assert ran.result["figures"]["outcome"] == "blocked"
     assert [w["event"] for w in ran.result["warnings"]] == ["migration_source_unreadable"]
     assert manifest(gateway_of(volume)) == {}
+    # As root, a legacy dir root cannot read holds the application: its state is not in place.
+    assert ran.result["holds"] == ran.result["warnings"][0]["message"]
 
 
 @pytest.fixture

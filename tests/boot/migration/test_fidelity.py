@@ -159,3 +159,29 @@ def test_attributes_the_target_refuses_are_counted_in_one_warning_and_the_files_
     assert warning["samples"][0] == "credentials/oauth.json (user.origin)"
     assert result.figures["outcome"] == "migrated"
     assert manifest(gateway_of(volume)) == expected_after_config_rename(before)
+
+
+@pytest.mark.parametrize("source_fs", ["same-as-scratch", "tmpfs"])
+def test_a_sparse_file_stays_sparse_and_whole(scratch: Path, mounts: Mounts, source_fs: str) -> None:
+    """A 256 MiB file with a few kilobytes of data (a database, a VM image, a preallocated log) takes
+    its few kilobytes in a 16 MiB volume too, as `cp -a` keeps it, with every byte where it was."""
+    home = mounts.tmpfs(scratch / "home", size="64m") if source_fs == "tmpfs" else scratch / "home"
+    source, volume = home / ".clawdbot", mounts.tmpfs(scratch / "state", size="16m")
+    source.mkdir(parents=True)
+    sparse = source / "memory" / "big.sqlite"
+    sparse.parent.mkdir()
+    with open(sparse, "wb") as handle:
+        for offset in (0, 100 << 20, (256 << 20) - 4096):
+            handle.seek(offset)
+            handle.write(os.urandom(4096))
+        handle.truncate(256 << 20)
+    (source / "dense.bin").write_bytes(os.urandom(1 << 20))
+    before = manifest(source)
+
+    result = migration.run(plan_for([source], volume), StopFlag())
+
+    assert result.figures["outcome"] == "migrated", result.warnings
+    copied = gateway_of(volume) / "memory" / "big.sqlite"
+    assert copied.stat().st_size == 256 << 20
+    assert copied.stat().st_blocks * 512 <= 1 << 20  # three 4 KiB extents, not 256 MiB
+    assert manifest(gateway_of(volume)) == before  # every byte, mode and time

@@ -60,7 +60,7 @@ def legacy_tree(root: Path) -> None:
         path.write_bytes(data)
         path.chmod(mode)
         os.utime(path, ns=(BASE_TIME_NS + number, BASE_TIME_NS + number))
-    os.link(root / "identity" / "device.json", root / "device-copy.json")  # two items, one inode
+    os.link(root / "identity" / "device.json", root / "exec-approvals.json")  # two items, one inode
     os.link(root / "media" / "photo.jpg", root / "media" / "photo-link.jpg")  # one item
     os.setxattr(root / "media" / "photo.jpg", "user.origin", b"camera")
     (root / "agents" / "current").symlink_to("main")

@@ -193,3 +193,27 @@ def test_without_a_home_no_link_is_made_and_nothing_is_said(scratch: Path) -> No
 
     assert (result.status, result.warnings) == ("ok", [])
     assert not (volume / HOME_DIR).exists()
+
+
+def test_what_the_user_keeps_at_the_volume_root_stays_there_and_is_named_once(scratch: Path) -> None:
+    """`backups/` (where the gateway's own `backup create --output` writes) is the user's: only the
+    gateway's own entries at the root (an earlier layout's) are moved into its state dir."""
+    volume = scratch / "state"
+    (volume / "backups").mkdir(parents=True)
+    (volume / "backups" / "openclaw-backup-1.tar.gz").write_bytes(b"archive")
+    (volume / "notes.txt").write_text("mine")
+    (volume / "clawdbot.json").write_text("{}")  # the earlier layout's config: the gateway's
+    (volume / "cron").mkdir()  # the seed's leftover
+
+    first = migration.run(plan_for([], volume), StopFlag())
+    again = migration.run(plan_for([], volume), StopFlag())
+
+    assert sorted(os.listdir(volume)) == [RECORD_DIR, "backups", "gateway", "notes.txt"]
+    assert (volume / "backups" / "openclaw-backup-1.tar.gz").read_bytes() == b"archive"
+    assert sorted(os.listdir(gateway_of(volume))) == ["cron", "moltbot.json"]
+    [warning] = first.warnings
+    assert warning["event"] == "migration_root_entries_kept" and warning["entries"] == [
+        "backups",
+        "notes.txt",
+    ]
+    assert again.warnings == [] and again.figures["kept_at_root"] == ["backups", "notes.txt"]

@@ -85,6 +85,7 @@ def test_a_legacy_dir_only_its_host_owner_can_read_is_one_warning_with_the_fix(s
     for text in (str(source), f"uid {UID}", "readable by that uid on the host", "once as root"):
         assert text in warning["message"], text
     assert manifest(gateway_of(volume)) == {}
+    assert ran.result["holds"] is None  # documented: started as the user, this is the user's choice
 
 
 def test_an_unreadable_directory_deep_inside_leaves_nothing_half_copied(shared: Path) -> None:

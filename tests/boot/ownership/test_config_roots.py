@@ -7,6 +7,7 @@ import os
 import pytest
 
 from entrypoint.common import settings
+from entrypoint.common.exits import Exit
 
 DEFAULTS = settings.Defaults(
     env_prefix="APP_",
@@ -112,4 +113,4 @@ def test_fix_ownership_rejects_anything_but_auto_and_off(value: str) -> None:
 
 
 def test_refusal_maps_to_exit_78() -> None:
-    assert settings.EX_CONFIG == 78
+    assert Exit.CONFIG == 78

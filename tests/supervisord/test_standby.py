@@ -16,10 +16,12 @@ from tests.conftest import REPO
 
 SCRIPT = """
 import json, os, sys, time
-from entrypoint.pid1 import supervisord
+from functools import partial
+from entrypoint.pid1 import supervision
+from entrypoint.supervisord import standby as standing_by
 
 case = sys.argv[1]
-supervisord._READY_TIMEOUT_S = 0.5  # a stuck standby, found out quickly
+supervision.READY_TIMEOUT_S = 0.5  # a stuck standby, found out quickly
 read_end, write_end = os.pipe()
 os.set_inheritable(write_end, True)  # kept by the fork, as what an exec keeps
 
@@ -43,7 +45,8 @@ def serve(config):
     return 4
 
 
-standby = supervisord.Standby.fork(serve, become_user, frozenset())
+life = partial(standing_by.stand_by, become_user=become_user, serve=serve)
+standby = supervision.Standby.fork(life, frozenset())
 if case == "cancelled":
     standby.cancel()
     handed = False

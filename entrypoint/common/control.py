@@ -1,6 +1,7 @@
-"""The one client of supervisord's control socket (`RUN/supervisor.sock`), XML-RPC over a unix socket.
+"""The one client of supervisord's control socket (`RUN/supervisor.sock`), XML-RPC over a unix
+socket: the contract between supervisord and the programs that drive it.
 
-Who runs it: `status` (by `docker exec`, as root or the target user, while the container runs)
+Who uses it: `status` (by `docker exec`, as root or the target user, while the container runs)
 and the crash guard's worker (inside supervisord's process, as a thread, as the target user, once
 supervisord is up). Each call opens its own connection and gets one deadline for all of it,
 connect, request and answer: a supervisord that is gone, stuck or slow costs a caller `timeout_s`
@@ -20,7 +21,7 @@ import xmlrpc.client
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from ..common import rundir
+from . import rundir
 
 Fault = xmlrpc.client.Fault
 

@@ -3,10 +3,8 @@ rejects, a wait for a refusal that passes by itself, a backoff, a refusal of a c
 hold again when the attempt after a hold fails; and what the exit says beyond its code (an OOM
 kill).
 
-Who runs it: the crash guard's policy (`policy.Guard`), inside supervisord's process, as a
-thread, as the target user, once supervisord is up. Pure: the exit, the memory cgroup's
-figures and the program's last lines come in as data; `Aftermath.judge` returns what comes next
-(`Next`), which the Guard enters.
+Pure, as the policy is: the exit, the memory cgroup's figures and the program's last lines come
+in as data; `Aftermath.judge` returns what comes next (`Next`), and the policy enters it.
 """
 
 from __future__ import annotations
@@ -16,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..common import log, rundir
+from ..common import log
+from ..common.exits import Exit
 from ..common.guardplan import LeaseRule
 from ..common.guardstate import ExitRecord, State
 from ..common.ledger import Outcome
-from ..common.plans import RestartPolicy
+from ..common.plans import CrashLoopAction, RestartPolicy
+from . import lines
 from .budget import RestartBudget
 from .effects import Effect, ExitAction, Log, MarkLedger
 from .facts import Memory
@@ -84,7 +84,7 @@ class Aftermath:
         self._wait_over_said = False
 
     def _log(self, level: str, event: str, message: str, **fields: Any) -> Log:
-        return Log(level, event, message, {"program": self.program, **fields})
+        return lines.line(self.program, level, event, message, **fields)
 
     def forget_wait(self) -> None:
         """A start by an operator or after a hold: the next refusal begins a new wait."""
@@ -102,7 +102,7 @@ class Aftermath:
         effects: list[Effect] = []
         if ended.oom is not None:
             effects.append(self._oom(ended))
-        if ended.record.exit_code == rundir.CONFIG_REFUSED_EXIT_CODE:
+        if ended.record.exit_code == Exit.CONFIG:
             return self._config_refused(effects, stderr)
         if self.waits(ended, now) and ended.refusal is not None:
             return self._wait(effects, ended.refusal, now)
@@ -154,22 +154,22 @@ class Aftermath:
     def _config_refused(self, effects: list[Effect], stderr: list[str]) -> Next:
         """EX_CONFIG: the program rejects its configuration or state; no restart can fix that."""
         last = next((line for line in reversed(stderr) if line.strip()), "")
-        reason = f"it rejected its configuration (exit code 78){': ' + last if last else ''}"
+        reason = f"it rejected its configuration (exit code {Exit.CONFIG:d}){': ' + last if last else ''}"
         effects.append(MarkLedger(Outcome.REFUSED))
-        if self.policy.crashloop_action == "hold":
-            fields = {"exit_code": 78, "stderr_tail": stderr}
+        if self.policy.crashloop_action == CrashLoopAction.HOLD:
+            fields = {"exit_code": int(Exit.CONFIG), "stderr_tail": stderr}
             return Next(State.HELD, tuple(effects), reason, retry=False, level="error", fields=fields)
         effects.append(
             self._log(
                 "error",
                 "gateway_config_refused",
-                f"{self.program} {reason}: not restarted; the init exits with 78",
+                f"{self.program} {reason}: not restarted; the init exits with {Exit.CONFIG:d}",
                 reason=reason,
                 stderr_tail=stderr,
-                action="exit",
+                action=CrashLoopAction.EXIT.value,
             )
         )
-        effects.append(ExitAction(rundir.CONFIG_REFUSED_EXIT_CODE))
+        effects.append(ExitAction(Exit.CONFIG))
         return Next(State.REFUSED, tuple(effects), reason)
 
     def _wait(self, effects: list[Effect], line: str, now: float) -> Next:
@@ -215,7 +215,7 @@ class Aftermath:
             )
         )
         effects.append(MarkLedger(Outcome.REFUSED))
-        if action == "exit":
-            effects.append(ExitAction(rundir.CRASH_LOOP_EXIT_CODE))
+        if action == CrashLoopAction.EXIT:
+            effects.append(ExitAction(Exit.CRASH_LOOP))
             return Next(State.REFUSED, tuple(effects), reason)
         return Next(State.HELD, tuple(effects), reason)

@@ -1,91 +1,61 @@
-"""Supervise mode: render a supervisord config into the run dir and run supervisord as our child.
+"""PID 1's side of supervisord: the standby forked at the boot's start and its hand-over, the
+config rendered at every boot, supervisord run as PID 1's child, and the stop deadline.
 
-Who runs it: the init as PID 1, as the target user, after the boot (`render`, `run`, the stop
-deadline), and as root at the boot's start (`Standby.fork`, after the settings are read); the
-standby, `serve` and the waker it starts run inside supervisord's process, as the target user.
+Where it differs: `Standby.fork` runs as root, right after the settings are read, before the boot
+(the standby's own life is in `supervisord/standby`).
 
 supervisord gives operators `supervisorctl` and process-group stops; the restart policy is not
-its own (`autorestart=false`): the crash guard, loaded into supervisord's process from its config
-(`crashguard/plugin`), owns it, because supervisord alone restarts a long-running crasher forever
-and gives up on instant ones by racing its 1 s loop. supervisord runs in a child forked from PID 1:
-this program is not started a second time. The child is forked at the start of the boot (a
-`Standby`): it becomes the target user at once, imports supervisord and the crash guard while
-PID 1 boots, then waits for its orders (the config, the environment) once the boot is done.
+its own (`autorestart=false`): the crash guard, loaded into supervisord's process from its config,
+owns it, because supervisord alone restarts a long-running crasher forever and gives up on instant
+ones by racing its 1 s loop. supervisord runs in a child forked from PID 1: this program is not
+started a second time. The child is forked at the start of the boot (a `Standby`), so that it
+imports supervisord and the crash guard while PID 1 boots.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
-import importlib
-import json
 import os
 import shlex
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..common import log, rundir
+from ..common import handover, log, rundir
+from ..common.exits import Exit
 from ..common.plans import Program, RestartPolicy
 from . import reaper
 
 _LOG = log.get("supervise")
 
-# Imported by supervisord from its config, by name (frozen, every module of ours is bundled).
-RPC_INTERFACE_FACTORY = f"{__package__}.rpcinterface:make_rpcinterface"
-CRASH_GUARD_FACTORY = f"{__package__.rpartition('.')[0]}.crashguard.plugin:make_rpcinterface"
-# prctl(2): the calling thread's name, its `comm` (what `ps` and `top` show).
-_PR_SET_NAME = 15
-# Past the program's own stop timeout, how long supervisord gets to finish before we kill it.
-_SUPERVISOR_GRACE_S = 3.0
-# What supervisord's process imports before it can start the program: supervisord, the parts it
-# imports as its config is read and its servers made, and the interfaces its config names.
-_SUPERVISORD_MODULES = (
-    "supervisor.supervisord",
-    "supervisor.rpcinterface",
-    "supervisor.process",
-    "supervisor.web",
-    RPC_INTERFACE_FACTORY.partition(":")[0],
-    CRASH_GUARD_FACTORY.partition(":")[0],
-)
 # A standby is ready within a fraction of a second of its fork; one that is not after this long is
 # stuck (a machine that stalls it this long stalls everything): PID 1 makes supervisord's process
 # without it.
-_READY_TIMEOUT_S = 10.0
-_READY = b"r"
+READY_TIMEOUT_S = 10.0
 # The signals operators send to PID 1 that supervisord has a meaning for.
 FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2})
-# A standby that could not become the user or import supervisord (PID 1 forks supervisord's
-# process again after the boot).
-EXIT_STANDBY_FAILED = 70
 
 
 class Standby:
-    """supervisord's process, forked by PID 1 at the start of the boot, before the boot's own
-    modules are imported: it becomes the target user at once, then imports what supervisord and the
-    crash guard run on while PID 1 boots (on another CPU, and without the boot's modules in its
-    memory), then waits for its orders. PID 1 gives them once the boot is done (`hand_over`). When
-    the boot ends the container instead, PID 1's exit closes its side of their socket, and the
-    standby, reading the end of file, ends without a word.
-
-    On a socket pair: the standby says it is ready (one byte, once its imports are done; its end
-    closed instead when it cannot go on), then PID 1 sends its orders, one JSON object: the config's
-    path and supervisord's environment (the program's, with its token: it never touches a file)."""
+    """PID 1's handle on supervisord's process, forked at the start of the boot, before the boot's
+    own modules are imported: the child becomes the target user at once, imports what supervisord
+    and the crash guard run on while PID 1 boots (on another CPU, and without the boot's modules in
+    its memory), then waits for its orders (`common/handover`), which PID 1 gives once the boot is
+    done (`hand_over`). When the boot ends the container instead, PID 1's exit closes its end of
+    their socket, and the standby, reading the end of file, ends without a word."""
 
     def __init__(self, pid: int, channel: socket.socket) -> None:
         self.pid = pid
         self._channel: socket.socket | None = channel
 
     @classmethod
-    def fork(
-        cls, serve: Callable[[str], int], become_user: Callable[[], bool], ignored: frozenset[int]
-    ) -> Standby | None:
-        """Fork the standby; `become_user()` is its first step (False: it cannot, and ends). None
-        when the kernel refuses the fork now (EAGAIN: a pids limit): PID 1 forks after the boot."""
+    def fork(cls, life: Callable[[socket.socket], int], ignored: frozenset[int]) -> Standby | None:
+        """Fork the standby, which lives `life(channel)` (its end of the socket pair) and exits with
+        what it returns. None when the kernel refuses the fork now (EAGAIN: a pids limit): PID 1
+        then forks supervisord's process after the boot."""
         ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(its.fileno(), True)  # the fork closes what an exec would close
         # Neither process' cyclic collector walks what they share from here on: a full
@@ -94,9 +64,7 @@ class Standby:
         mask = reaper.current_mask()
         with its:
             try:
-                pid = reaper.fork(
-                    lambda: _stand_by(its, serve, become_user), dict(os.environ), "/", mask, ignored
-                )
+                pid = reaper.fork(lambda: life(its), dict(os.environ), "/", mask, ignored)
             except OSError:
                 ours.close()
                 return None
@@ -107,17 +75,12 @@ class Standby:
         being ready (it could not become the user, or import) or is stuck (it is then ended)."""
         if self._channel is None:
             return False
-        orders = json.dumps({"config": config, "env": dict(env)}).encode()
         try:
-            self._channel.settimeout(_READY_TIMEOUT_S)
-            if self._channel.recv(1) != _READY:
-                raise ConnectionResetError("the standby ended")
-            self._channel.sendall(orders)
+            handover.give(self._channel, handover.Orders(config, env), READY_TIMEOUT_S)
         except OSError:  # a timeout too
             self.cancel()
             return False
-        self._channel.close()  # its end of file: the orders are complete
-        self._channel = None
+        self._channel = None  # closed by `give`: its end of file completes the orders
         return True
 
     def cancel(self) -> None:
@@ -132,30 +95,6 @@ class Standby:
             os.waitpid(self.pid, 0)
 
 
-def _stand_by(channel: socket.socket, serve: Callable[[str], int], become_user: Callable[[], bool]) -> int:
-    """The standby's life (in the forked child): the user, the imports, the orders, supervisord."""
-    try:
-        if not become_user():
-            return EXIT_STANDBY_FAILED
-        for name in _SUPERVISORD_MODULES:
-            importlib.import_module(name)
-    except Exception:  # PID 1 then makes supervisord's process after the boot, which meets the
-        # same fault (a user that cannot read the program) where the boot reports it
-        return EXIT_STANDBY_FAILED
-    try:
-        with channel:
-            channel.sendall(_READY)
-            received = b"".join(iter(lambda: channel.recv(65536), b""))
-    except OSError:  # PID 1 ended it meanwhile
-        return 0
-    if not received:
-        return 0  # cancelled: the boot ended the container
-    orders = json.loads(received)
-    os.environ.clear()  # unsetenv too: the program supervisord starts sees only these
-    os.environ.update(orders["env"])
-    return serve(orders["config"])
-
-
 @dataclass(frozen=True)
 class Launch:
     """How supervisord's process is made: the standby forked at the boot's start, given its orders;
@@ -165,6 +104,8 @@ class Launch:
 
     serve: Callable[[str], int]
     command: tuple[str, ...]
+    # The XML-RPC interfaces supervisord loads from its config: {section name: factory}.
+    interfaces: Mapping[str, str]
     standby: Standby | None = None
 
 
@@ -196,10 +137,13 @@ def _command(argv: tuple[str, ...]) -> str:
     return _value(shlex.join(argv))
 
 
-def render(program: Program, policy: RestartPolicy, layout: Layout, *, autostart: bool) -> str:
-    """The whole supervisord.conf. Secrets never go in here: the program inherits them from
-    supervisord's environment, which is ours."""
-    sections = {
+def render(
+    program: Program, policy: RestartPolicy, layout: Layout, interfaces: Mapping[str, str], *, autostart: bool
+) -> str:
+    """The whole supervisord.conf, with the XML-RPC `interfaces` ({section name: factory}) it loads.
+    Secrets never go in here: the program inherits them from supervisord's environment, which is
+    ours."""
+    sections: dict[str, dict[str, str]] = {
         "unix_http_server": {
             "file": layout.socket,
             # Only the owner (the target user) and root may drive supervisord.
@@ -210,25 +154,24 @@ def render(program: Program, policy: RestartPolicy, layout: Layout, *, autostart
             # supervisord would copy its own log to stdout in nodaemon mode; its state changes
             # are reported as JSON by the crash guard instead, and its log stays in the run dir.
             "silent": "true",
-            "logfile": layout.path("supervisord.log"),
+            "logfile": layout.path(rundir.SUPERVISOR_LOG),
             "logfile_maxbytes": "1MB",
             "logfile_backups": "1",
             "loglevel": "info",
-            "pidfile": layout.path("supervisord.pid"),
+            "pidfile": layout.path(rundir.SUPERVISOR_PID),
             "childlogdir": layout.run_dir,
             # Defaults (1024/200) make supervisord refuse to start under a lower rlimit as non-root.
             "minfds": "64",
             "minprocs": "16",
         },
-        "rpcinterface:supervisor": {
-            # supervisord's own interface, but a stop always stops (see rpcinterface.py).
-            "supervisor.rpcinterface_factory": RPC_INTERFACE_FACTORY
-        },
-        "rpcinterface:crashguard": {
-            # The crash guard, in supervisord's process; its orders (common/guardplan.py) are in
-            # the run dir, written by the init.
-            "supervisor.rpcinterface_factory": CRASH_GUARD_FACTORY,
-            "run_dir": _value(layout.run_dir),
+        # Each factory gets the run dir, where the init left the crash guard's orders
+        # (common/guardplan.py); supervisord's own interface takes it and ignores it.
+        **{
+            f"rpcinterface:{name}": {
+                "supervisor.rpcinterface_factory": factory,
+                "run_dir": _value(layout.run_dir),
+            }
+            for name, factory in interfaces.items()
         },
         "supervisorctl": {"serverurl": f"unix://{layout.socket}"},
         f"program:{program.name}": {
@@ -243,7 +186,7 @@ def render(program: Program, policy: RestartPolicy, layout: Layout, *, autostart
             "stopsignal": "TERM",
             "stopasgroup": "true",
             "killasgroup": "true",
-            "stopwaitsecs": str(policy.stop_wait_s),
+            "stopwaitsecs": str(policy.stop_clocks.supervisord_s),
             # Straight to the container's streams, unchanged; a pipe cannot be rotated (maxbytes=0).
             "stdout_logfile": "/dev/stdout",
             "stdout_logfile_maxbytes": "0",
@@ -260,62 +203,6 @@ def render(program: Program, policy: RestartPolicy, layout: Layout, *, autostart
         lines.append(f"\n[{section}]")
         lines.extend(f"{key}={value}" for key, value in options.items())
     return "\n".join(lines) + "\n"
-
-
-def wake(layout: Layout, timeout_s: float = 0.2) -> bool:
-    """Make supervisord act now instead of at the end of its current poll.
-
-    supervisord starts programs, acts on signals and reaps exited ones only between two polls of
-    its file descriptors, and with nothing to read a poll lasts a full second: Python retries a
-    poll interrupted by a signal (PEP 475). A connection to its control socket ends the poll."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(timeout_s)
-        try:
-            client.connect(layout.socket)
-        except OSError:
-            return False
-    return True
-
-
-def serve(args: list[str], *, finish: Callable[[], None]) -> int:
-    """supervisord's process, forked by PID 1 or exec'd as `<init> supervisord ARGS`: the waker,
-    then supervisord's own main until it returns, then `finish`."""
-    from supervisor import supervisord as daemon
-
-    # A forked supervisord has PID 1's command line: its name tells them apart in `ps` and `top`.
-    # prctl, not a write to /proc/self/comm: since the drop the process is not dumpable, so the
-    # kernel shows its /proc files as root's and refuses the write.
-    ctypes.CDLL(None).prctl(_PR_SET_NAME, b"supervisord", 0, 0, 0)
-    # The run dir is the config's: supervisord's environment is the gateway's, without our settings.
-    config = next(
-        (args[index + 1] for index, arg in enumerate(args[:-1]) if arg in ("-c", "--configuration")), None
-    )
-    if config is not None:
-        start_waker(Layout(os.path.dirname(config)))
-    try:
-        daemon.main(args)
-    finally:
-        finish()
-    return 0
-
-
-def start_waker(layout: Layout, within_s: float = 5.0) -> None:
-    """Inside supervisord, before its main loop: wake it once its socket listens (the first
-    spawn), then after every signal it receives (SIGCHLD of an exited program, SIGTERM to stop),
-    so a start, an exit or a `docker stop` is acted on in milliseconds instead of up to 1 s."""
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    # Python writes each signal's number here when one of supervisord's handlers is due.
-    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-
-    def run() -> None:
-        deadline = time.monotonic() + within_s
-        while not wake(layout) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        while os.read(read_end, 512):
-            wake(layout)
-
-    threading.Thread(target=run, name="supervisord-waker", daemon=True).start()
 
 
 def write_config(layout: Layout, text: str) -> None:
@@ -336,7 +223,7 @@ class _Stop:
         self.layout = layout
         self.pid = pid
         self.deadline: float | None = None
-        self.budget_s = policy.stop_timeout_s + _SUPERVISOR_GRACE_S
+        self.budget_s = policy.stop_clocks.pid1_s
         self.on_stop = on_stop
 
     @property
@@ -406,7 +293,7 @@ def run(
     if requested is not None:
         exit_code = requested
     elif stop.requested:
-        exit_code = 0
+        exit_code = Exit.OK
     else:
         exit_code = code
     level = "info" if exit_code == 0 else "error"

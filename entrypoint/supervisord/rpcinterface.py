@@ -1,8 +1,7 @@
 """supervisord's XML-RPC interface, with an operator's stop that always stops.
 
-Who runs it: supervisord, as the target user, once the init has started it: supervisord loads the
-factory named in its config (`[rpcinterface:supervisor]`, rendered by `pid1/supervisord.py`) at its
-start; `supervisorctl`, `health`, `status` and the crash guard call it.
+supervisord loads the factory named in its config (`[rpcinterface:supervisor]`, rendered by
+`pid1/supervision.py`) at its start; `supervisorctl`, `status` and the crash guard call it.
 
 supervisord's own `stopProcess` refuses a program that is not running (NOT_RUNNING): one the crash
 guard is about to start again (EXITED, during its backoff or while it asks the program whether the

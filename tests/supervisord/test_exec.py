@@ -10,7 +10,8 @@ import time
 
 from entrypoint.common import guardplan, ledger, rundir
 from entrypoint.common.plans import Program
-from entrypoint.pid1 import supervisord
+from entrypoint.pid1 import supervision
+from entrypoint.supervisord import INTERFACES
 from tests.conftest import InitRunner
 from tests.supervised import guard_plan, policy
 
@@ -18,12 +19,14 @@ from tests.supervised import guard_plan, policy
 def test_an_exec_d_supervisord_runs_the_crash_guard_in_its_process(init: InitRunner) -> None:
     run_dir = init.box / "run"
     run_dir.mkdir()
-    layout = supervisord.Layout(str(run_dir))
+    layout = supervision.Layout(str(run_dir))
     ledger_path = str(init.box / "ledger.json")
     ledger.begin_boot(ledger_path, time.time())
     guardplan.write(str(run_dir), guard_plan(ledger_path))
     program = Program("gateway", ("sleep", "300"), {}, "/")
-    supervisord.write_config(layout, supervisord.render(program, policy(), layout, autostart=True))
+    supervision.write_config(
+        layout, supervision.render(program, policy(), layout, INTERFACES, autostart=True)
+    )
     process = init.popen("supervisord", "-c", layout.config, pid1=False)
     try:
         state = run_dir / rundir.GUARD_STATE
