@@ -138,6 +138,17 @@ RUN set -eux \
  && npm cache clean --force --loglevel=error \
  && rm -rf /root/.npm /root/.cache /tmp/* /tmp/.[!.]*
 
+# The build's commit joins /app/gateway.json where the package records it (openclaw's
+# dist/build-info.json): the init's release history names the exact build that ran on a state.
+RUN node -e ' \
+      const fs = require("fs"); \
+      const manifest = JSON.parse(fs.readFileSync("/app/gateway.json", "utf8")); \
+      const info = "/app/node_modules/" + manifest.name + "/dist/build-info.json"; \
+      if (fs.existsSync(info)) manifest.commit = JSON.parse(fs.readFileSync(info, "utf8")).commit || null; \
+      fs.writeFileSync("/app/gateway.json", JSON.stringify(manifest, null, 2) + "\n"); \
+    ' \
+ && cat /app/gateway.json
+
 # The gateway's compile cache, baked (docker/gateway/warm-compile-cache.mjs says how and why):
 # without it, a fresh container's first start spends seconds compiling the gateway's code and
 # its first stop seconds writing that cache into /tmp. Baking means starting the gateway once,

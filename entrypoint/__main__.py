@@ -47,6 +47,13 @@ SUBCOMMANDS = {
     "supervisorctl": Subcommand(
         commands.supervisorctl, "[ARGS...]", "operate the gateway (start, stop, restart, status)"
     ),
+    "checkpoints": Subcommand(
+        commands.checkpoints, "[--json]", "the state's checkpoints and the releases that ran on it"
+    ),
+    "checkpoint": Subcommand(commands.checkpoint, "", "take a checkpoint of the state now (gateway stopped)"),
+    "rollback": Subcommand(
+        commands.rollback, "[ID]", "put a checkpoint back in place of the state (gateway stopped)"
+    ),
     "supervisord": Subcommand(commands.supervisord, "-c CONFIG", "supervisord's process (PID 1 runs it)"),
 }
 # Called by these names (argv[0]), the program is that tool.
@@ -77,6 +84,8 @@ def help_text() -> str:
 
 
 def _init(args: list[str]) -> int:
+    if args[:1] == [INIT]:  # `docker run IMAGE <init> rollback`: the entrypoint named twice
+        args = args[1:]
     head = args[0] if args else None
     if head in ("-h", "--help"):
         print(help_text(), end="")

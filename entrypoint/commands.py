@@ -10,11 +10,16 @@ its help are in `__main__`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from . import wiring
 from .common import environment, log, rundir
 from .common.exits import Exit
+from .common.fsops import describe
+from .common.plans import StopFlag
+from .common.settings import Settings
 
 _LOG = log.get("main")
 
@@ -37,7 +42,94 @@ def status(args: list[str]) -> int:
     from .tools import status as report
 
     loaded = wiring.load_settings(drops_privileges=False)
-    return report.main(loaded, wiring.PROGRAM_NAME, as_json="--json" in args)
+    return report.main(loaded, wiring.PROGRAM_NAME, wiring.record_dir(loaded), as_json="--json" in args)
+
+
+def checkpoints(args: list[str]) -> int:
+    from .tools import checkpoints as listing
+
+    loaded = wiring.load_settings(drops_privileges=False)
+    return listing.main(wiring.record_dir(loaded), as_json="--json" in args)
+
+
+def checkpoint(args: list[str]) -> int:
+    """Take a checkpoint of the state now, as an upgrade does (no application may run on it)."""
+    from .boot.upgrade import checkpoint as taking
+    from .common import releases
+
+    loaded = wiring.load_settings()
+    plan = wiring.upgrade_plan(loaded)
+    with _operating(loaded, plan.record_dir, "take a checkpoint") as refused:
+        if refused is not None:
+            return refused
+        history = releases.read(plan.record_dir)
+        trees = taking.trees_to_take(plan.trees, plan.workspace, plan.settings.workspace_max_bytes)
+        belongs = history.current.release if history and history.current else plan.release
+        try:
+            taken = taking.take(plan.record_dir, belongs, trees, "taken by an operator", StopFlag())
+        except OSError as error:
+            return _refused("checkpoint_failed", f"no checkpoint was taken: {describe(error)}")
+        where = os.path.join(plan.record_dir, "checkpoints", taken.id)
+        print(f"checkpoint {taken.id}: {taken.entries} entries, {taken.bytes} bytes, in {where}")
+        return Exit.OK
+
+
+def rollback(args: list[str]) -> int:
+    """Put a checkpoint back in place of the live state (no application may run on it)."""
+    from .boot.upgrade import rollback as rolling
+
+    loaded = wiring.load_settings()
+    plan = wiring.upgrade_plan(loaded)
+    wanted = args[0] if args else None
+    with _operating(loaded, plan.record_dir, "roll back") as refused:
+        if refused is not None:
+            return refused
+        try:
+            done = rolling.roll_back(plan, wanted, StopFlag())
+        except rolling.RollbackRefused as error:
+            return _refused("rollback_refused", str(error))
+        except OSError as error:
+            return _refused(
+                "rollback_failed", f"the rollback stopped ({describe(error)}): run it again to finish it"
+            )
+        print(rolling.next_steps(done))
+        return Exit.OK
+
+
+@contextlib.contextmanager
+def _operating(loaded: Settings, record_dir: str, what: str) -> Iterator[int | None]:
+    """As the target user (the state is theirs), with the state to itself: yields None, or the exit
+    code of a refusal already said (no drop possible, or an application runs on the state)."""
+    from .boot import privileges
+    from .common import statelock
+
+    if os.geteuid() == 0 and loaded.user.uid != 0:
+        try:
+            privileges.drop(loaded.user)
+        except (privileges.PrivilegeDropError, OSError) as error:
+            yield _refused("privilege_drop_failed", f"refusing to {what} as root: {error}")
+            return
+    try:
+        lock = statelock.take(record_dir)
+    except statelock.StateBusy:
+        yield _refused(
+            "state_in_use",
+            f"cannot {what}: {wiring.PROGRAM_NAME} runs on this state (an init holds it). Stop the container "
+            "that runs it first (`docker compose stop`, or scale its Deployment to 0), then run this again",
+        )
+        return
+    except OSError as error:
+        yield _refused("state_unwritable", f"cannot {what}: {record_dir}: {describe(error)}")
+        return
+    try:
+        yield None
+    finally:
+        os.close(lock)
+
+
+def _refused(event: str, message: str) -> int:
+    log.event(_LOG, "error", event, message)
+    return Exit.FAILED
 
 
 def supervisorctl(args: list[str]) -> int:

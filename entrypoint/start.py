@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
@@ -42,13 +43,14 @@ def boot(args: tuple[str, ...]) -> int:
 
     plans = wiring.start(loaded, args, mode == "supervise")  # the profile, read into the plans
     os.chdir("/")  # our cwd must not pin a volume mount (EBUSY on unmount); the program gets its own
-    readiness = _readiness(loaded, plans.boot.program.name) if mode == "supervise" else None  # sd_notify
+    check = _probes(loaded, plans.boot.program.name)  # the program's own probes, for PID 1's loop
+    readiness = _readiness(loaded, check) if mode == "supervise" else None  # sd_notify
     config = _config_phase(started, mode, loaded, plans)
     booted = pipeline.run(plans.boot, stop, readiness.status if readiness else _silent, config)
     if booted.exit_code is not None:  # the boot ends the container (a refusal, a stop)
         return booted.exit_code
     guard = wiring.guard_plan(loaded)
-    plan = modes.Pid1Plan(loaded, mode, __version__, started, launch, ignored, guard)
+    plan = modes.Pid1Plan(loaded, mode, __version__, started, launch, ignored, guard, check)
     return modes.run(plan, booted, stop, readiness)  # PID 1 until the end
 
 
@@ -88,17 +90,23 @@ def _launch(loaded: Settings, ignored: frozenset[int], *, fork_standby: bool) ->
     return replace(launch, standby=supervision.Standby.fork(life, ignored))
 
 
-def _readiness(loaded: Settings, program: str) -> notify.Readiness | None:
-    """sd_notify's messages, when a service manager gave a NOTIFY_SOCKET."""
+def _probes(loaded: Settings, program: str) -> Callable[[str], tuple[bool, str]]:
+    """`check(probe)`: the program's startup or liveness probe, as PID 1 asks it (sd_notify's READY
+    and WATCHDOG, the chores that wait for the program's start)."""
 
     def check(probe: str) -> tuple[bool, str]:
-        # Imported here: only readiness notification asks PID 1 itself for health, and what PID 1
-        # imports stays in its memory as long as it lives. 1 s, not an operator's 3 s: PID 1 waits
-        # in the loop that also reaps and forwards signals.
+        # Imported here: PID 1 asks only with a NOTIFY_SOCKET or a chore for after the start, and
+        # what PID 1 imports stays in its memory as long as it lives. 1 s, not an operator's 3 s:
+        # PID 1 waits in the loop that also reaps and forwards signals.
         from .tools import health
 
         return health.check(loaded.run_dir, program, loaded.program_port, probe, 1.0)
 
+    return check
+
+
+def _readiness(loaded: Settings, check: Callable[[str], tuple[bool, str]]) -> notify.Readiness | None:
+    """sd_notify's messages, when a service manager gave a NOTIFY_SOCKET."""
     return notify.Readiness.from_environ(os.environ, check, loaded.run_dir)
 
 

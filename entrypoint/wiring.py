@@ -23,7 +23,17 @@ from moltbot import profile
 
 from .common import environment, log, settings
 from .common.exits import Exit
-from .common.plans import BootPlan, MigrationPlan, OwnershipPlan, PreparePlan, Program, SecretPlan
+from .common.plans import (
+    BootPlan,
+    MigrationPlan,
+    OwnershipPlan,
+    PreflightPlan,
+    PreparePlan,
+    Program,
+    SecretPlan,
+    UpgradePlan,
+)
+from .common.releases import Release
 
 if TYPE_CHECKING:
     from .common.guardplan import GuardPlan
@@ -78,7 +88,8 @@ def load_settings(*, drops_privileges: bool = True) -> settings.Settings:
 # -- the state volume's layout ---------------------------------------------------------------------
 
 
-def _init_dir(loaded: settings.Settings) -> str:
+def record_dir(loaded: settings.Settings) -> str:
+    """The init's records in the state volume (history, checkpoints, ledger, token)."""
     return os.path.join(loaded.state_dir, profile.INIT_DIR_NAME)
 
 
@@ -114,6 +125,16 @@ def _manifests() -> Iterator[dict[str, Any]]:
             yield data
 
 
+def installed_release() -> Release | None:
+    """The gateway release the image carries, as its manifest records it (with its build's commit
+    where the image recorded one); None when the image says nothing."""
+    data = next(_manifests(), None)
+    if data is None or not isinstance(data.get("name"), str) or not isinstance(data.get("version"), str):
+        return None
+    commit = data.get("commit")
+    return Release(data["name"], data["version"], commit if isinstance(commit, str) else None)
+
+
 def installed_generation() -> profile.Generation:
     """The gateway the image carries, from its manifest: the newest record of that package that
     begins no later than the installed version."""
@@ -143,7 +164,7 @@ def _gateway_environment(generation: profile.Generation, loaded: settings.Settin
 
 
 def secret_plan(generation: profile.Generation, loaded: settings.Settings) -> SecretPlan:
-    token_path = os.path.join(_init_dir(loaded), profile.TOKEN_FILE_NAME)
+    token_path = os.path.join(record_dir(loaded), profile.TOKEN_FILE_NAME)
     return SecretPlan(token_path, profile.TOKEN_ENV_NAMES, generation.token_env)
 
 
@@ -167,14 +188,14 @@ def guard_plan(loaded: settings.Settings) -> GuardPlan:
         capabilities=(*cli_argv, *profile.RESTART_HANDOFF_CAPABILITIES),
         consume=(*cli_argv, *profile.RESTART_HANDOFF_CONSUME),
         timeout_s=loaded.handoff_timeout_s,
-        cache_path=os.path.join(_init_dir(loaded), profile.HANDOFF_CACHE_FILE_NAME),
+        cache_path=os.path.join(record_dir(loaded), profile.HANDOFF_CACHE_FILE_NAME),
         # The capabilities answer holds for this gateway asked through this CLI, and no other.
         identity=f"{installed} {shlex.join(cli_argv)}",
     )
     return GuardPlan(
         program=profile.PROGRAM_NAME,
         policy=loaded.restart,
-        ledger_path=os.path.join(_init_dir(loaded), profile.LEDGER_FILE_NAME),
+        ledger_path=os.path.join(record_dir(loaded), profile.LEDGER_FILE_NAME),
         log_format=loaded.log_format,
         log_level=loaded.log_level,
         handoff=handoff if cli_argv else None,
@@ -267,6 +288,39 @@ def _home_links(
     return tuple((os.path.join(home, name), target) for name, target in {**unwanted, **wanted}.items())
 
 
+def upgrade_plan(loaded: settings.Settings) -> UpgradePlan:
+    """The gate before another release first touches the state: what a checkpoint holds, how the
+    release dates a state, and its preflight where it has one (the boot's, and the operator's
+    `checkpoint` and `rollback`)."""
+    generation, release = installed_generation(), installed_release()
+    preflight = None
+    package, since = profile.PREFLIGHT_SINCE
+    if release is not None and release.package == package and _release(release.version) >= since:
+        preflight = PreflightPlan(
+            state_argv=(*loaded.program_cli, *profile.PREFLIGHT),
+            agent_argv=(*loaded.program_cli, *profile.PREFLIGHT_AGENT),
+            state_db=profile.STATE_DB,
+            agent_dbs=profile.AGENT_DBS,
+            env=_gateway_environment(generation, loaded),
+            state_dir_env=generation.state_dir_env,
+            timeout_s=profile.PREFLIGHT_TIMEOUT_S,
+        )
+    names = (settings.Name.UPGRADE_CHECKPOINT, settings.Name.UPGRADE_PREFLIGHT, settings.Name.ALLOW_DOWNGRADE)
+    return UpgradePlan(
+        release=release,
+        record_dir=record_dir(loaded),
+        trees=(("gateway", _gateway_dir(loaded)), ("home", _home_dir(loaded))),
+        workspace=loaded.workspace_dir,
+        config_names=_config_names(generation),
+        stamp=profile.CONFIG_STAMP,
+        settings=loaded.upgrade,
+        preflight=preflight,
+        variables={name: loaded.variable(name) for name in names},
+        rollback=profile.ROLLBACK_COMMAND,
+        program=profile.PROGRAM_NAME,
+    )
+
+
 def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> Start:
     """The plans of the container's start: supervise the gateway, or run `args` once."""
     generation = installed_generation()
@@ -293,7 +347,7 @@ def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> 
             loaded.legacy_dirs,
             target=_gateway_dir(loaded),
             volume=loaded.state_dir,
-            record_dir=_init_dir(loaded),
+            record_dir=record_dir(loaded),
             kept_at_root=profile.VOLUME_ROOT_NAMES,
             state_entries=profile.STATE_ENTRIES,
             owner=owner,
@@ -301,6 +355,7 @@ def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> 
             mode_setting=loaded.variable(settings.Name.MIGRATE),
             home_links=_home_links(generation, loaded),
         ),
+        upgrade=upgrade_plan(loaded),
         credentials=secret_plan(generation, loaded),
         program=program,
         runtime_paths=_runtime_paths(),

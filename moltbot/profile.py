@@ -48,8 +48,10 @@ STATE_ENTRIES = (
     "agents",
     "bin",
     "browser",
+    "cache",
     "canvas",
     "completions",
+    "config-journal-fingerprint.key",
     "credentials",
     "cron",
     "delivery-queue",
@@ -201,6 +203,22 @@ HEAP_SHARE = 0.75
 # elsewhere it starts cold, as without the image's cache), where the image links to it; a /tmp that
 # is a fresh tmpfs (a read-only image) gets the same link at every boot. (link, its target) pairs.
 COMPILE_CACHE_LINKS = (("/tmp/node-compile-cache", "/var/cache/moltbot/node-compile-cache"),)
+
+# Upgrades (the init's upgrade gate). The gateway stamps its config with the release that last wrote
+# it, which dates a state the init has no history of.
+CONFIG_STAMP = ("meta", "lastTouchedVersion")
+# Its own check of a copied state before a release first runs on it (openclaw >= 2026.9, its
+# docs/reference/database-schemas/storage-changes.md); `PATH` is the copy, `AGENT` the agent's id.
+PREFLIGHT_SINCE = ("openclaw", (2026, 9))
+PREFLIGHT = ("database", "preflight", "PATH", "--json")
+PREFLIGHT_AGENT = ("database", "preflight-agent", "PATH", "--agent-id", "AGENT", "--json")
+STATE_DB = "state/openclaw.sqlite"
+AGENT_DBS = "agents/*/agent/openclaw-agent.sqlite"
+# Its CLI's cold start took 11 s on a busy 2-core machine; a preflight opens a whole database.
+PREFLIGHT_TIMEOUT_S = 180.0
+# How the init's messages tell an operator to roll back: compose.yml's service, the image's
+# entrypoint (the subcommand needs no boot).
+ROLLBACK_COMMAND = "docker compose run --rm moltbot-gateway rollback"
 
 # The supervised gateway: reachable through the published port (bind lan), token auth, a first
 # start without a config (`--allow-unconfigured`); the init's own arguments are appended.

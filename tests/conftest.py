@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VENV_PYTHON = "/opt/moltbot-init-venv/bin/python"
 TEST_USER = "mbtest"
 # The startup report's phases, in order, of a boot started as root (the image's normal start).
-ROOT_BOOT_PHASES = ("config", "prepare", "ownership", "migration", "privileges", "credentials")
+ROOT_BOOT_PHASES = ("config", "prepare", "ownership", "migration", "privileges", "upgrade", "credentials")
 TEST_GROUP_EXTRA = "mbextra"
 
 

@@ -1,6 +1,6 @@
-"""The boot, in order: prepare, ownership, migration, privileges (the drop), credentials (with
-`AFTER_REPAIR` set, the verdict `after_repair` after the drop); started non-root: prepare,
-migration, privileges (an access check), credentials.
+"""The boot, in order: prepare, ownership, migration, privileges (the drop), upgrade, credentials
+(with `AFTER_REPAIR` set, the verdict `after_repair` after the drop); started non-root: prepare,
+migration, privileges (an access check), upgrade, credentials.
 
 It ends as the target user and hands the program, ready to start, back to `start`, which gives it to
 `pid1/`. Only this module knows the order of the phases; the package, the README and the tests point
@@ -19,7 +19,7 @@ from ..common import report as reporting
 from ..common.exits import Exit, by_signal
 from ..common.plans import Booted, BootPlan, Hold, StopFlag
 from ..common.report import PhaseResult
-from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges
+from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges, upgrade
 
 _LOG = log.get("boot")
 
@@ -34,6 +34,7 @@ class _Boot:
         self.on_phase = on_phase
         self.phases: list[PhaseResult] = [config]
         self.hold: Hold | None = None
+        self.after_start: list[Callable[[], object]] = []
 
     def record(self, name: str, phase: Callable[[], PhaseResult]) -> PhaseResult:
         self.on_phase(f"boot: {name}")
@@ -145,6 +146,22 @@ class _Boot:
         directories = (settings.state_dir, settings.workspace_dir, settings.run_dir)
         self.record("privileges", lambda: privileges.check_access(settings.user, directories))
 
+    def upgrade(self) -> None:
+        """The upgrade gate, as the user, on the state the migration left: skipped when that state is
+        not the user's (the boot holds already); its hold, and the pruning once the release started."""
+        plan = self.plan.upgrade
+        if self.hold is not None:
+            self.note(PhaseResult.skipped("upgrade", "held: the old state was not migrated"))
+            return
+        upgraded = self.record("upgrade", lambda: upgrade.run(plan, self.stop))
+        if not isinstance(upgraded, upgrade.UpgradeResult):  # it crashed: no way back was made
+            reason = f"the upgrade phase failed: {upgraded.warnings[0]['message']}"
+            self.hold = Hold(reason, retry=False)
+            return
+        self.hold = upgraded.holds
+        if upgraded.after_start is not None:
+            self.after_start.append(upgraded.after_start)
+
     def run(self) -> Booted:
         settings = self.settings
         if settings.started_as_root:
@@ -153,6 +170,9 @@ class _Boot:
                 return ended
         else:
             self.as_user()
+        self.upgrade()
+        if self.interrupted():  # a stop during a checkpoint: nothing was recorded, the boot ends
+            return self.ended(by_signal(self.stop.signal_number))
         secret: list[str | None] = [None]
 
         def take_credentials() -> PhaseResult:
@@ -167,7 +187,7 @@ class _Boot:
         if secret[0]:
             env.update({name: secret[0] for name in self.plan.credentials.given_as})
         program = replace(self.plan.program, env=environment.for_program(env))
-        return Booted(self.phases, program, hold=self.hold)
+        return Booted(self.phases, program, hold=self.hold, after_start=tuple(self.after_start))
 
 
 def run(plan: BootPlan, stop: StopFlag, on_phase: Callable[[str], None], config: PhaseResult) -> Booted:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .releases import Release
+
 if TYPE_CHECKING:  # settings.py and report.py import this module
     from .report import PhaseResult
-    from .settings import Settings
+    from .settings import Settings, UpgradeSettings
 
 
 class OwnershipMode(enum.StrEnum):
@@ -110,6 +112,48 @@ class SecretPlan:
 
 
 @dataclass(frozen=True)
+class PreflightPlan:
+    """The new release's own check of a state before it first runs on it, through its CLI: on a
+    consolidated copy of its shared database (`state_db`, in the state dir), then of each agent's
+    (`agent_dbs`, a glob whose one `*` is the agent's id). `PATH` in an argv is the copy's path,
+    `AGENT` the agent's id. The CLI runs with `env` (its state dir and HOME are a scratch dir's,
+    set per run) for at most `timeout_s` (its cold start takes seconds)."""
+
+    state_argv: tuple[str, ...]
+    agent_argv: tuple[str, ...]
+    state_db: str
+    agent_dbs: str
+    env: Mapping[str, str]
+    state_dir_env: tuple[str, ...]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class UpgradePlan:
+    """The gate before a release other than the last one that ran on the state first touches it.
+
+    `release` is the installed one (None: the image does not say, and nothing is gated). `trees`
+    are what a checkpoint holds ((its name in the checkpoint, the live path): the state dir first,
+    then the home), `workspace` the workspace, held unless larger than the settings' budget.
+    `config_names` are where the application stamps the release that last wrote its config
+    (`stamp`, a path of keys in its JSON), which dates a state that has no history yet. `variables`
+    are the full names of the settings the messages quote (by `settings.Name`); `rollback` is the
+    operator's command that rolls back, as the messages give it; `program` the program's name."""
+
+    release: Release | None
+    record_dir: str
+    trees: tuple[tuple[str, str], ...]
+    workspace: str | None
+    config_names: tuple[str, ...]
+    stamp: tuple[str, ...]
+    settings: UpgradeSettings
+    preflight: PreflightPlan | None
+    variables: Mapping[str, str]
+    rollback: str
+    program: str
+
+
+@dataclass(frozen=True)
 class Program:
     """A program to run: argv, its complete environment and its working directory."""
 
@@ -201,6 +245,9 @@ class Booted:
     program: Program
     exit_code: int | None = None
     hold: Hold | None = None
+    # What PID 1 does once the program says it has started (pruning old checkpoints): never before,
+    # so that a release that fails to start keeps every way back.
+    after_start: tuple[Callable[[], object], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +258,7 @@ class BootPlan:
     prepare: PreparePlan
     ownership: OwnershipPlan
     migration: MigrationPlan
+    upgrade: UpgradePlan
     credentials: SecretPlan
     program: Program
     # What the target user must be able to read to keep running this init after the drop.

@@ -47,6 +47,11 @@ class Name(enum.StrEnum):
     STOP_TIMEOUT = "STOP_TIMEOUT"
     HOLD_RETRY = "HOLD_RETRY"
     AFTER_REPAIR = "AFTER_REPAIR"
+    UPGRADE_CHECKPOINT = "UPGRADE_CHECKPOINT"
+    UPGRADE_PREFLIGHT = "UPGRADE_PREFLIGHT"
+    CHECKPOINT_KEEP = "CHECKPOINT_KEEP"
+    CHECKPOINT_WORKSPACE_MAX_MB = "CHECKPOINT_WORKSPACE_MAX_MB"
+    ALLOW_DOWNGRADE = "ALLOW_DOWNGRADE"
 
 
 # linuxserver's names, unprefixed.
@@ -105,6 +110,7 @@ class Settings:
     migration_mode: MigrationMode
     legacy_dirs: tuple[str, ...]
     restart: RestartPolicy
+    upgrade: UpgradeSettings
     # What to do once the root steps have left nothing that needs root (a deployment that runs as
     # root only to repair, says what comes next); empty: the boot does not judge it.
     after_repair: str
@@ -120,6 +126,17 @@ class Settings:
     def ownership_roots(self) -> tuple[str, ...]:
         roots = (self.state_dir, self.workspace_dir, self.run_dir, *self.chown_paths)
         return tuple(dict.fromkeys(roots))  # de-duplicated, order kept
+
+
+@dataclass(frozen=True)
+class UpgradeSettings:
+    """What an upgrade of the application (another release booting on the state) may do."""
+
+    checkpoint: bool  # take one before the new release touches the state
+    preflight_warns: bool  # start anyway when the new release's preflight refuses the state
+    keep: int  # checkpoints kept
+    workspace_max_bytes: int  # a larger workspace is left out of a checkpoint (named in it)
+    allow_downgrade: bool  # start an older release on a state a newer one ran on
 
 
 def forbidden_root(path: str) -> bool:
@@ -179,6 +196,10 @@ class _Reader:
 
     def seconds(self, name: str, default: float) -> float:
         return self.number(name, default, float, "a number of seconds greater than 0", lambda v: 0 < v < 1e9)
+
+    def flag(self, name: str) -> bool:
+        """Off by default; `1`, `true`, `yes` turn it on, `0`, `false`, `no` keep it off."""
+        return self.word(name, ("0", "1", "false", "true", "no", "yes"), "0") in ("1", "true", "yes")
 
     def count(self, name: str, default: int) -> int:
         return self.number(name, default, int, "a whole number of at least 1", lambda v: v >= 1)
@@ -279,6 +300,20 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             ),
         ),
         after_repair=read.raw(Name.AFTER_REPAIR, "")[1].strip(),
+        upgrade=UpgradeSettings(
+            checkpoint=read.word(Name.UPGRADE_CHECKPOINT, ("on", "off"), "on") == "on",
+            preflight_warns=read.word(Name.UPGRADE_PREFLIGHT, ("on", "warn"), "on") == "warn",
+            keep=read.count(Name.CHECKPOINT_KEEP, 2),
+            workspace_max_bytes=read.number(
+                Name.CHECKPOINT_WORKSPACE_MAX_MB,
+                1024,
+                int,
+                "a whole number of MiB, 0 or more",
+                lambda v: v >= 0,
+            )
+            << 20,
+            allow_downgrade=read.flag(Name.ALLOW_DOWNGRADE),
+        ),
         variables=frozenset(read.keys),  # last: every setting above has been read
     )
     _refuse_system_roots(settings)

@@ -18,7 +18,6 @@ from .budget import RestartBudget
 from .effects import Effect, Start
 from .output import Output, Redactor
 
-
 # What the state file says as the record keeps it, under the same names.
 _KEPT_AS_IS = (
     "program",

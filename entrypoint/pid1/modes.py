@@ -8,7 +8,9 @@ process starts, so that it is the first thing `docker logs` shows of a boot.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +25,7 @@ from . import reaper, supervision
 from .notify import Readiness
 
 _LOG = log.get("boot")
+_AFTER_START_EVERY_S = 1.0
 
 Mode = Literal["supervise", "run"]
 
@@ -39,6 +42,39 @@ class Pid1Plan:
     supervisord: supervision.Launch  # how supervisord's process is made
     ignored_signals: frozenset[int]  # ignored by whoever started the init: ignored in its children
     guard: GuardPlan  # the crash guard's orders (supervise mode), with where the boot ledger is
+    check: Callable[[str], tuple[bool, str]]  # the program's probes: check("startup"), check("live")
+
+
+class _AfterStart:
+    """What the boot left for once the program has started (its startup probe says so): asked every
+    second from PID 1's loop, carried out once, in a thread (a removal of a large checkpoint must
+    not hold PID 1's signals and reaping up)."""
+
+    def __init__(self, check: Callable[[str], tuple[bool, str]], tasks: tuple[Callable[[], object], ...]):
+        self.check = check
+        self.tasks = tasks
+        self.next_check = 0.0
+
+    def tick(self, now: float) -> None:
+        if not self.tasks or now < self.next_check:
+            return
+        self.next_check = now + _AFTER_START_EVERY_S
+        try:
+            started = self.check("startup")[0]
+        except Exception:  # whatever the program answered, it is no start
+            started = False
+        if not started:
+            return
+        tasks, self.tasks = self.tasks, ()
+        threading.Thread(target=lambda: _carry_out(tasks), name="after-start", daemon=True).start()
+
+
+def _carry_out(tasks: tuple[Callable[[], object], ...]) -> None:
+    for task in tasks:
+        try:
+            task()
+        except Exception as error:  # a chore that failed: said, and PID 1 goes on
+            log.event(_LOG, "warning", "after_start_failed", f"after the start: {error!r}")
 
 
 def _publish_report(plan: Pid1Plan, phases: list[PhaseResult], hold: Hold | None = None) -> None:
@@ -127,6 +163,13 @@ def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readines
     if hold is not None:
         guardstate.hold_at_boot(settings.run_dir, program.name, hold, now)
     _publish_report(plan, booted.phases, hold)
+    after = _AfterStart(plan.check, booted.after_start)
+
+    def tick(now: float) -> None:
+        after.tick(now)
+        if readiness is not None:
+            readiness.tick(now)
+
     code = supervision.run(
         program,
         restart,
@@ -135,7 +178,7 @@ def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readines
         original_mask,
         plan.ignored_signals,
         on_stop=readiness.stopping if readiness else lambda: None,
-        tick=readiness.tick if readiness else lambda now: None,
+        tick=tick,
     )
     if rundir.read_exit_code(settings.run_dir) is None:  # else the crash guard marked its refusal
         ledger.mark(

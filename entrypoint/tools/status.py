@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..common import guardstate, log, procfs, report, text
+from ..common import checkpoints, guardstate, log, procfs, releases, report, text
 from ..common.exits import Exit
 from ..common.guardstate import State
 from ..common.settings import Settings
@@ -152,7 +152,20 @@ def _health(run_dir: str, program: str, port: int) -> dict[str, Any]:
     return {**answers["live"], "startup": answers["startup"], "ready": answers["ready"]}
 
 
-def collect(run_dir: str, program: str, port: int) -> dict[str, Any]:
+def _releases(record_dir: str) -> dict[str, Any] | None:
+    """The release the state belongs to now, and the one before it."""
+    history = releases.read(record_dir)
+    if history is None:
+        return None
+    current, previous = history.current, history.previous
+    return {
+        "current": current.to_json() if current else None,
+        "previous": previous.to_json() if previous else None,
+        "checkpoints": len(checkpoints.listing(record_dir)),
+    }
+
+
+def collect(run_dir: str, program: str, port: int, record_dir: str) -> dict[str, Any]:
     now = time.time()
     snapshot = guardstate.read(run_dir)
     seen = snapshot.pid if snapshot is not None and snapshot.state is State.RUNNING else None
@@ -164,6 +177,7 @@ def collect(run_dir: str, program: str, port: int) -> dict[str, Any]:
     return {
         "time": log.rfc3339(now),
         "startup": _report_summary(run_dir),
+        "releases": _releases(record_dir),
         "supervisord": {"answering": error is None, "error": error},
         "program": program_info,
         "crash_guard": _guard(snapshot, now),
@@ -258,6 +272,13 @@ def render_text(data: dict[str, Any]) -> str:
             f"RSS {resources['rss_bytes'] / 1048576:.1f} MiB, CPU {resources['cpu_percent']}% "
             f"({resources['cpu_seconds']} s total)"
         )
+    ran = data.get("releases") or {}
+    for which in ("current", "previous"):
+        if ran.get(which):
+            release, since = ran[which], log.rfc3339(ran[which]["since"])
+            lines.append(f"{which} release: {release['package']}@{release['version']} since {since}")
+    if ran:
+        lines.append(f"checkpoints: {ran.get('checkpoints')} (`checkpoints` lists them)")
     result = data.get("health") or {}
     lines.append(f"health: {health.verdict(bool(result.get('ok')), str(result.get('reason')))}")
     for probe in ("startup", "ready"):
@@ -266,9 +287,9 @@ def render_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(settings: Settings, program: str, as_json: bool, out: TextIO | None = None) -> int:
+def main(settings: Settings, program: str, record_dir: str, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    data = collect(settings.run_dir, program, settings.program_port)
+    data = collect(settings.run_dir, program, settings.program_port, record_dir)
     if as_json:
         json.dump(data, out, indent=2)
         out.write("\n")

@@ -27,7 +27,7 @@ NODE = TargetUser("node", 1000, 1000, (1000,), "/home/node")
 def phases(**statuses: Status) -> list[PhaseResult]:
     """The root boot's phases, all ok but those named (a warning for each one not ok)."""
     made = []
-    for name in ROOT_BOOT_PHASES[:-1]:  # up to the drop: credentials come after the verdict
+    for name in ROOT_BOOT_PHASES[:-2]:  # up to the drop: the upgrade and credentials come after the verdict
         status = statuses.get(name, "ok")
         result = PhaseResult(name, status, 1.0)
         if status in ("warned", "failed"):
@@ -85,7 +85,7 @@ def test_root_boot_repairs_a_root_owned_state_then_says_root_is_no_longer_needed
     (state / "gateway" / "agents" / "session.json").write_text("{}")
     found = report_phases(init, MOLTBOT_USER=test_user.pw_name, MOLTBOT_AFTER_REPAIR=THEN)
 
-    assert list(found) == [*ROOT_BOOT_PHASES[:-1], "after_repair", "credentials"]
+    assert list(found) == [*ROOT_BOOT_PHASES[:-2], "after_repair", "upgrade", "credentials"]
     assert found["ownership"]["figures"]["changed"] > 0
     verdict = found["after_repair"]
     assert (verdict["status"], verdict["figures"]["ready"], verdict["figures"]["next"]) == ("ok", True, THEN)

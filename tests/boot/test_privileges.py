@@ -114,7 +114,7 @@ def test_started_non_root_skips_the_drop_and_warns_about_unwritable_dirs(
     assert unwritable == sorted([str(init.box / "state"), str(init.box / "workspace")])
     report = next(line for line in lines if line["event"] == "startup_report")
     names = [phase["name"] for phase in report["phases"]]
-    assert names == ["config", "prepare", "migration", "privileges", "credentials"]
+    assert names == ["config", "prepare", "migration", "privileges", "upgrade", "credentials"]
 
 
 def test_legacy_state_renamed_into_the_state_dir_ends_up_owned_by_the_user(

@@ -88,6 +88,23 @@ def _stack(engine: Engine, request: pytest.FixtureRequest, tmp_path: Path) -> It
         created.down()
 
 
+OLDER = tuple(gateway for gateway in GATEWAYS if gateway != OPENCLAW)
+
+
+@pytest.fixture(scope="session", params=OLDER, ids=lambda gateway: gateway.name)
+def older_gateway(request: pytest.FixtureRequest, docker_compose: tuple[str, ...]) -> Engine:
+    """The image of each older gateway (the ones an upgrade to the default one comes from)."""
+    gateway: Gateway = request.param
+    return _built(docker_compose, f"{IMAGE.partition(':')[0]}:{gateway.name}", gateway)
+
+
+@pytest.fixture(scope="session")
+def openclaw_2026_1(docker_compose: tuple[str, ...]) -> Engine:
+    """The image of openclaw 2026.1.29 (the release a downgrade goes back to)."""
+    gateway = next(gateway for gateway in OLDER if gateway.package.startswith("openclaw@"))
+    return _built(docker_compose, f"{IMAGE.partition(':')[0]}:{gateway.name}", gateway)
+
+
 @pytest.fixture
 def stack(engine: Engine, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """A stack of the default image, torn down (and its logs saved) at the end."""

@@ -26,7 +26,6 @@ from tests.e2e.harness import (
     TOKEN_FILE,
     WORKSPACE_DIR,
     Stack,
-    docker,
     manifest,
     throwaway,
     write_legacy_state,
@@ -200,10 +199,10 @@ def test_a_state_volume_too_small_holds_with_both_numbers_until_there_is_room(
     measures both before it copies anything and holds, the container up and unhealthy, never the
     gateway on an empty state. Once the user makes room (here: old media out of the legacy dir) a
     restart migrates, the sparse file stays sparse, and the gateway answers on the old config."""
-    docker(
-        "volume", "create", "--driver", "local", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
-        "--opt", "o=size=40m", stack.data_volume, check=True,
-    )  # fmt: skip
+    sized = stack.workdir / f"{stack.project}-volume.yml"  # compose.yml's data volume, a 40 MB tmpfs
+    tmpfs = {"type": "tmpfs", "device": "tmpfs", "o": "size=40m"}
+    sized.write_text(json.dumps({"volumes": {"moltbot_data": {"driver_opts": tmpfs}}}), encoding="utf-8")
+    stack.overrides.append(sized)
     legacy = host_dir / "clawdbot"
     legacy_tree(legacy)
     (legacy / "media" / "old").mkdir()
@@ -220,7 +219,7 @@ def test_a_state_volume_too_small_holds_with_both_numbers_until_there_is_room(
     held = stack.wait_event("boot_held", timeout=120)[0]
     report = stack.wait_event("startup_report")[0]
     warning = next(w for w in report["warnings"] if w["event"] == "migration_no_space")
-    assert warning["needed_bytes"] > 60_000_000 > 40_000_000 >= warning["free_bytes"]
+    assert warning["needed_bytes"] > 60_000_000 > (40 << 20) >= warning["free_bytes"]
     for said in (held["reason"], report["held"]["reason"]):
         assert str(warning["needed_bytes"]) in said and str(warning["free_bytes"]) in said
     health = stack.exec("moltbot-init", "health")

@@ -59,10 +59,28 @@ def test_status_reports_the_program_tree_and_the_guard(tmp_path: Path) -> None:
         with fake_supervisor(str(tmp_path)) as fake:
             fake.info = {"statename": "RUNNING", "pid": tree.pid, "start": 1000, "now": 4723}
             out = io.StringIO()
-            assert status.main(settings(tmp_path, free_port()), "gateway", as_json=True, out=out) == 0
+            assert (
+                status.main(
+                    settings(tmp_path, free_port()),
+                    "gateway",
+                    str(tmp_path / "records"),
+                    as_json=True,
+                    out=out,
+                )
+                == 0
+            )
             data = json.loads(out.getvalue())
             text_out = io.StringIO()
-            assert status.main(settings(tmp_path, free_port()), "gateway", as_json=False, out=text_out) == 0
+            assert (
+                status.main(
+                    settings(tmp_path, free_port()),
+                    "gateway",
+                    str(tmp_path / "records"),
+                    as_json=False,
+                    out=text_out,
+                )
+                == 0
+            )
     finally:
         subprocess.run(["pkill", "-P", str(tree.pid)], check=False)
         tree.kill()
@@ -100,7 +118,16 @@ def test_status_measures_the_pid_supervisord_gives_when_the_guard_s_is_stale(tmp
         with fake_supervisor(str(tmp_path)) as fake:
             fake.info = {"statename": "RUNNING", "pid": tree.pid, "start": 1000, "now": 1010}
             out = io.StringIO()
-            assert status.main(settings(tmp_path, free_port()), "gateway", as_json=True, out=out) == 0
+            assert (
+                status.main(
+                    settings(tmp_path, free_port()),
+                    "gateway",
+                    str(tmp_path / "records"),
+                    as_json=True,
+                    out=out,
+                )
+                == 0
+            )
     finally:
         tree.kill()
         tree.wait()
@@ -116,7 +143,12 @@ def test_status_of_a_held_program_says_how_to_leave_hold(tmp_path: Path) -> None
     with fake_supervisor(str(tmp_path)) as fake:
         fake.info = {"statename": "STOPPED", "pid": 0, "start": 0, "now": 5, "exitstatus": 1}
         out = io.StringIO()
-        assert status.main(settings(tmp_path, free_port()), "gateway", as_json=False, out=out) == 0
+        assert (
+            status.main(
+                settings(tmp_path, free_port()), "gateway", str(tmp_path / "records"), as_json=False, out=out
+            )
+            == 0
+        )
     text = out.getvalue()
     assert "held: crash loop: 5 exits" in text
     assert "supervisorctl start gateway" in text
@@ -125,7 +157,12 @@ def test_status_of_a_held_program_says_how_to_leave_hold(tmp_path: Path) -> None
 
 def test_status_without_supervisord_exits_1(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert status.main(settings(tmp_path, free_port()), "gateway", as_json=True, out=out) == 1
+    assert (
+        status.main(
+            settings(tmp_path, free_port()), "gateway", str(tmp_path / "records"), as_json=True, out=out
+        )
+        == 1
+    )
     data = json.loads(out.getvalue())
     assert data["supervisord"]["answering"] is False and data["program"] is None
 
@@ -133,9 +170,23 @@ def test_status_without_supervisord_exits_1(tmp_path: Path) -> None:
 def test_status_shows_the_three_probes(tmp_path: Path) -> None:
     with fake_supervisor(str(tmp_path)), gateway("probes", "--starting", "30") as running:
         out = io.StringIO()
-        assert status.main(settings(tmp_path, running.port), "gateway", as_json=True, out=out) == 0
+        assert (
+            status.main(
+                settings(tmp_path, running.port), "gateway", str(tmp_path / "records"), as_json=True, out=out
+            )
+            == 0
+        )
         text_out = io.StringIO()
-        assert status.main(settings(tmp_path, running.port), "gateway", as_json=False, out=text_out) == 0
+        assert (
+            status.main(
+                settings(tmp_path, running.port),
+                "gateway",
+                str(tmp_path / "records"),
+                as_json=False,
+                out=text_out,
+            )
+            == 0
+        )
     where = f"on port {running.port})"
     assert json.loads(out.getvalue())["health"] == {
         "ok": True,

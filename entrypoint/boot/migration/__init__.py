@@ -85,7 +85,7 @@ def _holds(ctx: Context) -> str | None:
     if not (failed or blocked):
         return None
     said = next((w["message"] for w in ctx.recorder.warnings if w["event"] in _FAILURES), None)
-    return said or f"the migration of {ctx.source or 'the legacy state'} did not finish"
+    return ctx.failure or said or f"the migration of {ctx.source or 'the legacy state'} did not finish"
 
 
 def run(plan: MigrationPlan, stop: StopFlag) -> PhaseResult:

@@ -15,7 +15,8 @@ import stat
 from dataclasses import dataclass, field
 
 from ...common.fsops import DIR_FLAGS
-from .context import Context, SourceError, from_source
+from ..treecopy import SourceError, from_source
+from .context import Context
 
 _CHUNK = 1 << 20
 # O_NONBLOCK: an entry swapped for a FIFO since the lstat must not hang the boot in open().

@@ -11,8 +11,6 @@ import contextlib
 import enum
 import errno
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from ...common import log
@@ -21,6 +19,7 @@ from ...common.plans import MigrationPlan, StopFlag
 from ...common.report import PhaseRecorder
 from .. import room
 from ..room import NoRoom, Room
+from ..treecopy import Owner, SourceError
 from .journal import STAGING_DIR, Strategy
 
 PHASE = "migration"
@@ -39,51 +38,6 @@ class Outcome(enum.StrEnum):
     BLOCKED = "blocked"  # the first legacy dir holding data cannot be read
     INTERRUPTED = "interrupted"
     FAILED = "failed"
-
-
-@dataclass
-class Owner:
-    """Hands what the init creates to the target user. Without CAP_CHOWN (--cap-drop ALL) chown
-    fails with EPERM: the entry stays the init's, which is counted and reported once, never fatal.
-    With no ids (the init started as the user itself) what it creates is the user's already."""
-
-    ids: tuple[int, int] | None
-    refused: int = 0
-
-    @property
-    def uid(self) -> int:
-        return os.geteuid() if self.ids is None else self.ids[0]
-
-    def give(self, name: str | int, dir_fd: int | None = None) -> None:
-        if self.ids is None:
-            return
-        try:
-            if isinstance(name, int):
-                os.fchown(name, *self.ids)
-            else:
-                os.chown(name, *self.ids, dir_fd=dir_fd, follow_symlinks=False)
-        except PermissionError:
-            self.refused += 1
-
-
-class SourceError(Exception):
-    """An OSError raised by a call on the source, kept apart from the target's errors."""
-
-    def __init__(self, rel: str, error: OSError) -> None:
-        super().__init__(rel, error)
-        self.rel = rel
-        self.error = error
-
-
-class Interrupted(Exception):
-    """The stop flag was seen during the copy: the staging stays for the next boot to resume."""
-
-
-def from_source(rel: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return call(*args, **kwargs)
-    except OSError as error:
-        raise SourceError(rel, error) from error
 
 
 class _Reported(Generic[T]):
@@ -133,6 +87,7 @@ class Context:
         self.owner = Owner(plan.owner)
         self.room: Room | None = None  # what the copy needs and the volume has, once measured
         self.legacy_found = False  # a legacy dir holds data (or could not be read to tell)
+        self.failure: str | None = None  # why the migration did not finish, in a clause
         self._volume_fd: int | None = None
 
     def open(self, path: str, dir_fd: int | None = None, flags: int = DIR_FLAGS) -> int:
@@ -195,9 +150,10 @@ class Context:
             if code == errno.ENOENT:
                 event = "migration_source_vanished"
             fix = self.unreadable_fix(source) if unreadable else ""
+            self.failure = f"cannot read {path}: {describe(error.error)}"
             self.recorder.warn(
                 event,
-                f"cannot read {path}: {describe(error.error)}; {where}{fix}",
+                f"{self.failure}; {where}{fix}",
                 source=source,
                 path=path,
                 errno=errno_name(error.error),
@@ -207,9 +163,10 @@ class Context:
             self._no_room(error, "nothing was copied" if isinstance(error, NoRoom) else where)
             return
         event = "migration_target_read_only" if error.errno == errno.EROFS else "migration_failed"
+        self.failure = f"migration into {self.plan.target} failed: {describe(error)}"
         self.recorder.warn(
             event,
-            f"migration into {self.plan.target} failed: {describe(error)}; {where}",
+            f"{self.failure}; {where}",
             target=self.plan.target,
             path=error.filename,
             errno=errno_name(error),
@@ -225,9 +182,10 @@ class Context:
                 f"{self.source} needs {room.size(measured.needed)} ({measured.needed} bytes) on {volume}, "
                 f"which has {room.size(measured.free)} ({measured.free} bytes) free"
             )
+        self.failure = f"{short}: {where}"
         self.recorder.warn(
             "migration_no_space",
-            f"{short}: {where}. Give the volume room (free space on it, or make it larger) and restart "
+            f"{self.failure}. Give the volume room (free space on it, or make it larger) and restart "
             f"the container to migrate; or set {self.plan.mode_setting}=off and restart to start without "
             "the old state",
             source=self.source,

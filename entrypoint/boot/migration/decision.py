@@ -19,9 +19,10 @@ import os
 
 from ...common.fsops import lexists
 from ...common.plans import MigrationMode
+from ..treecopy import SourceError, from_source
 from . import relocate, staging
 from .compare import Comparison, compare
-from .context import OPERATOR_DIR, Context, Outcome, SourceError, from_source
+from .context import OPERATOR_DIR, Context, Outcome
 from .journal import RECORD_FILE, STAGING_DIR, Record, Strategy, find_record
 from .settle import settle
 from .sources import Kind, choose, report_odd, survey

@@ -34,15 +34,14 @@ from ...common import log
 from ...common.fsops import describe, errno_name, is_mount_point, lexists, remove, walk_to
 from .. import room
 from ..room import NoRoom, Room
+from ..treecopy import PART_SUFFIX, Copier, Interrupted, SourceError, from_source
 from .commit import Staging, discard, finish
 from .compare import Comparison
-from .context import Context, Interrupted, Outcome, SourceError, from_source, logger
-from .copier import Copier
+from .context import Context, Outcome, logger
 from .journal import (
     ASIDE_MARK,
     ITEMS_DIR,
     LEGACY_DIR,
-    PART_SUFFIX,
     STAGING_DIR,
     TREE_DIR,
     Journal,
@@ -212,7 +211,7 @@ def resume(ctx: Context, record_fd: int) -> Resumed:
 
 def stage(ctx: Context, staging: Staging, source_fd: int) -> bool:
     """Copy every item not staged yet, then finish. False when stopped (the staging resumes)."""
-    copier = Copier(ctx.owner, ctx.stop, os.fstat(source_fd).st_uid)
+    copier = Copier(ctx.owner, ctx.stop, os.fstat(source_fd).st_uid, (logger, "migration_progress"))
     try:
         with contextlib.suppress(FileExistsError):
             os.mkdir(ITEMS_DIR, 0o700, dir_fd=staging.staging_fd)

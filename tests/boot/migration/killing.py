@@ -1,5 +1,6 @@
-"""SIGKILL at the N-th filesystem call: the migration phase run in a forked copy of the test process
-that kills itself just before its N-th call, for every N, so that no instant is left to chance.
+"""SIGKILL at the N-th filesystem call: a step that writes state (the migration phase, a checkpoint,
+a rollback) run in a forked copy of the test process that kills itself just before its N-th call,
+for every N, so that no instant is left to chance.
 
 The calls are counted by an audit hook (PEP 578): every call that creates, changes, moves or
 removes an entry (and every open and listing) raises an audit event before it reaches the kernel.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.boot import migration
-from entrypoint.boot.migration import copier
+from entrypoint.boot import treecopy as copier
 from entrypoint.common import fsops
 from entrypoint.common.plans import MigrationPlan, StopFlag
 
@@ -75,6 +76,16 @@ class Boot:
 
 def boot(plan: MigrationPlan, kill_at: int | None = None) -> Boot:
     """One boot's migration phase in a forked child, SIGKILLed just before its `kill_at`-th call."""
+
+    def phase() -> dict[str, Any]:
+        result = migration.run(plan, StopFlag())
+        return {"figures": result.figures, "warnings": result.warnings}
+
+    return killed(phase, kill_at)
+
+
+def killed(step: Callable[[], dict[str, Any]], kill_at: int | None = None) -> Boot:
+    """`step` in a forked child, SIGKILLed just before its `kill_at`-th call; what it returned."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -82,7 +93,7 @@ def boot(plan: MigrationPlan, kill_at: int | None = None) -> Boot:
         try:
             os.close(read_end)
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # its log lines
-            _run(plan, kill_at, write_end)
+            _run(step, kill_at, write_end)
             code = 0
         finally:
             os._exit(code)
@@ -93,12 +104,12 @@ def boot(plan: MigrationPlan, kill_at: int | None = None) -> Boot:
     if os.WIFSIGNALED(status):
         assert os.WTERMSIG(status) == signal.SIGKILL
         return Boot(True, 0, None)
-    assert os.WEXITSTATUS(status) == 0, f"the phase raised in a child run (kill_at={kill_at})"
+    assert os.WEXITSTATUS(status) == 0, f"the step raised in a child run (kill_at={kill_at})"
     report = json.loads(data)
     return Boot(False, report["calls"], report["result"])
 
 
-def _run(plan: MigrationPlan, kill_at: int | None, report_fd: int) -> None:
+def _run(step: Callable[[], dict[str, Any]], kill_at: int | None, report_fd: int) -> None:
     copier.WORKERS = 1
     fsops._libc = _AuditedLibc(fsops._libc)
     calls = 0
@@ -111,8 +122,8 @@ def _run(plan: MigrationPlan, kill_at: int | None, report_fd: int) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     sys.addaudithook(hook)
-    result = migration.run(plan, StopFlag())
-    report = {"calls": calls, "result": {"figures": result.figures, "warnings": result.warnings}}
+    result = step()
+    report = {"calls": calls, "result": result}
     os.write(report_fd, json.dumps(report).encode())
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.boot import migration
-from entrypoint.boot.migration import copier
+from entrypoint.boot import treecopy as copier
 from entrypoint.common.plans import StopFlag
 from tests.boot.migration.helpers import (
     GID,

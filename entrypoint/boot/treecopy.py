@@ -1,18 +1,18 @@
-"""The copier: entry trees copied by file descriptor into the staging, as `cp -a` would but owned
-by the target user, for every migration the kernel does not do by rename.
+"""Trees copied by file descriptor, as `cp -a` would but owned by the target user: every copy the
+boot makes of a tree the user could write to (the migration's staged items, the upgrade's
+checkpoints and rollbacks).
 
-Where it differs: a small pool of threads of its own, ended before the phase is. Its reads happen as
-root on a tree the user could write to: nothing here follows a link, opens a device or hands the
-user a file that was not theirs.
+Where it differs: a small pool of threads of its own, ended before the copy's caller is. When it
+runs as root its reads happen on a tree the user could write to: nothing here follows a link, opens
+a device or hands the user a file that was not theirs.
 
-What a copy keeps: content (`boot/content`: holes kept, blocks shared where it can), mode (a 0600
-secret stays 0600, and is never readable by anyone else while it is written), times, hard links (a
-file with several names in the tree is copied once and linked, within the staging, under its other
-names), extended attributes and ACLs where the target's filesystem takes them (what it refuses is
-counted and reported once). What it does not: the owner (everything is the target user's),
-`security.*` attributes (file capabilities would give the user privileges; LSM labels and integrity
-signatures belong to the target's policy), device nodes, and the attributes of links, FIFOs and
-sockets.
+What a copy keeps: content (`content`: holes kept, blocks shared where it can), mode (a 0600 secret
+stays 0600, and is never readable by anyone else while it is written), times, hard links (a file
+with several names in the tree is copied once and linked, within the copy, under its other names),
+extended attributes and ACLs where the target's filesystem takes them (what it refuses is counted
+and reported once). What it does not: the owner (everything is the target user's), `security.*`
+attributes (file capabilities would give the user privileges; LSM labels and integrity signatures
+belong to the target's policy), device nodes, and the attributes of links, FIFOs and sockets.
 """
 
 from __future__ import annotations
@@ -20,24 +20,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...common import log
-from ...common.fsops import DIR_FLAGS, walk_to
-from ...common.plans import StopFlag
-from ..content import Content
-from .context import Interrupted, Owner, SourceError, from_source, logger
-from .journal import PART_SUFFIX
+from ..common import log
+from ..common.fsops import DIR_FLAGS, walk_to
+from ..common.plans import StopFlag
+from .content import Content
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
 PROGRESS_INTERVAL_S = 2.0
+# An item copied whole is `<item>.part` until it is complete.
+PART_SUFFIX = ".part"
 # Regular files are copied by a small pool: copy_file_range releases the GIL, and with a cold page
 # cache several reads in flight keep the disk busy (measured against one thread in
 # docs/benchmarks/migration.md). Read when a copier is made: tests and the benchmark set it.
@@ -48,6 +50,52 @@ WORKERS = min(4, os.cpu_count() or 1)
 _ATTRIBUTE_REFUSED = frozenset({errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG, errno.EINVAL})
 # A first copy that cannot take another name: gone (an index of a changed source), or too many.
 _NO_LINK = frozenset({errno.ENOENT, errno.EMLINK, errno.EPERM})
+
+
+@dataclass
+class Owner:
+    """Hands what the init creates to the target user. Without CAP_CHOWN (--cap-drop ALL) chown
+    fails with EPERM: the entry stays the init's, which is counted and reported once, never fatal.
+    With no ids (the init runs as the user itself) what it creates is the user's already."""
+
+    ids: tuple[int, int] | None
+    refused: int = 0
+
+    @property
+    def uid(self) -> int:
+        return os.geteuid() if self.ids is None else self.ids[0]
+
+    def give(self, name: str | int, dir_fd: int | None = None) -> None:
+        if self.ids is None:
+            return
+        try:
+            if isinstance(name, int):
+                os.fchown(name, *self.ids)
+            else:
+                os.chown(name, *self.ids, dir_fd=dir_fd, follow_symlinks=False)
+        except PermissionError:
+            self.refused += 1
+
+
+class SourceError(Exception):
+    """An OSError raised by a call on the source, kept apart from the target's errors."""
+
+    def __init__(self, rel: str, error: OSError) -> None:
+        super().__init__(rel, error)
+        self.rel = rel
+        self.error = error
+
+
+class Interrupted(Exception):
+    """The stop flag was seen during the copy: what is copied so far stays for the caller to resume
+    or to drop."""
+
+
+def from_source(rel: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return call(*args, **kwargs)
+    except OSError as error:
+        raise SourceError(rel, error) from error
 
 
 class Copier:
@@ -61,9 +109,12 @@ class Copier:
     file with several names is remembered as (item, path inside it), the path it keeps once the
     item is renamed complete, so that its other names, in any item, become links to it."""
 
-    def __init__(self, owner: Owner, stop: StopFlag, source_uid: int) -> None:
+    def __init__(
+        self, owner: Owner, stop: StopFlag, source_uid: int, progress: tuple[logging.Logger, str]
+    ) -> None:
         self.owner = owner
         self.stop = stop
+        self.progress = progress  # the logger and event of the lines said while a long copy runs
         # A file with several names is copied only when it is the legacy dir's owner's or the
         # target user's: another user's (a link planted to /etc/shadow) would hand its content over.
         self.trusted_uids = {source_uid, owner.uid}
@@ -72,7 +123,7 @@ class Copier:
         # nothing to copy.
         from concurrent.futures import ThreadPoolExecutor
 
-        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="migration") if WORKERS > 1 else None
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="copy") if WORKERS > 1 else None
         self.entries = 0
         self.bytes = 0
         self.linked = 0
@@ -192,10 +243,11 @@ class Copier:
         now = time.monotonic()
         if now >= self._next_progress:
             self._next_progress = now + PROGRESS_INTERVAL_S
+            logger, event = self.progress
             log.event(
                 logger,
                 "info",
-                "migration_progress",
+                event,
                 f"copied {self.entries} entries, {self.bytes} bytes",
                 entries=self.entries,
                 bytes=self.bytes,

@@ -1,0 +1,102 @@
+"""The `upgrade` phase: before a release of the application other than the last one that ran on
+this state first touches it (its gateway, or its CLI, whose start runs its own bootstrap on the
+state), a checkpoint to go back to and the release's own word on the state; an older release than
+the newest that ran is held, the state unchanged. `gate` decides; `checkpoint` takes and prunes
+checkpoints; `sqlitecopy` consolidates their databases; `preflight` asks the new release;
+`rollback` puts a checkpoint back in place (the operator's command).
+
+Who runs it: the boot's upgrade phase in PID 1 (its place is pipeline.py's), after the privilege
+drop, as the target user, holding the state lock from its first step for the rest of PID 1's life
+(`common/statelock`: no operator's rollback runs beside a live application); the operator's
+`checkpoint`, `checkpoints` and `rollback`, one-off processes that drop to the target user first.
+What a boot of the same release costs is one read of the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from ...common import rundir, statelock
+from ...common.fsops import describe, errno_name
+from ...common.plans import Hold, StopFlag, UpgradePlan
+from ...common.report import PhaseRecorder, PhaseResult
+from ...common.settings import Name
+from ..treecopy import Interrupted, SourceError
+from . import checkpoint, rollback
+from .gate import decide
+
+PHASE = "upgrade"
+# Another init or an operator's rollback on the same volume: this long, then the boot holds.
+LOCK_WAIT_S = 60.0
+
+
+@dataclass
+class UpgradeResult(PhaseResult):
+    """The phase's result, with what steers the boot as typed fields."""
+
+    holds: Hold | None = None
+    lock: int | None = None  # the state lock's descriptor, held by PID 1 from now on
+    # Once the new release has started: the old checkpoints pruned (this boot took one).
+    after_start: Callable[[], object] | None = None
+
+
+def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
+    recorder = PhaseRecorder(PHASE)
+    try:
+        lock = statelock.take(plan.record_dir, LOCK_WAIT_S)
+    except statelock.StateBusy:
+        reason = (
+            f"another process holds this state (a rollback, a checkpoint, a second container on the "
+            f"same volume) for more than {LOCK_WAIT_S:g}s: {plan.program} was not started"
+        )
+        recorder.warn("upgrade_state_busy", reason)
+        return _ended(recorder, Hold(reason, retry=False))
+    except OSError as error:  # a record dir it cannot write: the gate cannot keep a way back
+        return _failed(plan, recorder, describe(error), None, path=error.filename, errno=errno_name(error))
+    try:
+        if rundir.read_json(plan.record_dir, rollback.JOURNAL) is not None:
+            # A rollback killed half-way: finished before anything starts on a state it left
+            # without its trees.
+            done = rollback.roll_back(plan, None, stop)
+            recorder.warn(
+                "rollback_finished",
+                f"a rollback to {done.checkpoint.id} was interrupted: it was finished now",
+                checkpoint=done.checkpoint.id,
+                aside=done.aside,
+            )
+        decided = decide(plan, recorder, stop)
+    except Interrupted:
+        recorder.figures["interrupted"] = True  # the checkpoint's staging is gone; the boot ends
+        return _ended(recorder, None, lock)
+    except rollback.RollbackRefused as refused:  # its checkpoint went: the state is half rolled back
+        return _failed(plan, recorder, str(refused), lock)
+    except (OSError, SourceError) as error:
+        fault = error.error if isinstance(error, SourceError) else error
+        return _failed(plan, recorder, describe(fault), lock, path=fault.filename, errno=errno_name(fault))
+    prune = None
+    if decided.checkpoint is not None:
+        keep, spare = plan.settings.keep, decided.came_from
+        prune = partial(checkpoint.prune, plan.record_dir, keep, spare)
+    return _ended(recorder, decided.holds, lock, prune)
+
+
+def _failed(
+    plan: UpgradePlan, recorder: PhaseRecorder, what: str, lock: int | None, **fields: object
+) -> UpgradeResult:
+    """A gate that could not finish keeps the new release from the state: no start without a way back."""
+    setting = plan.variables[Name.UPGRADE_CHECKPOINT]
+    reason = f"the upgrade gate could not finish ({what}): {plan.program} was not started"
+    recorder.warn("upgrade_failed", reason, **fields)
+    how = f"fix what the warning names and restart; or set {setting}=off to start without a checkpoint"
+    return _ended(recorder, Hold(reason, how_to_leave=how, retry=False), lock)
+
+
+def _ended(
+    recorder: PhaseRecorder,
+    holds: Hold | None,
+    lock: int | None = None,
+    after_start: Callable[[], object] | None = None,
+) -> UpgradeResult:
+    return UpgradeResult(**vars(recorder.result()), holds=holds, lock=lock, after_start=after_start)
