@@ -230,3 +230,14 @@ def test_the_hardened_compose_override_adds_only_the_capabilities_of_the_root_st
     assert service["cap_drop"] == ["ALL"] and set(service["cap_add"]) == ROOT_STEP_CAPABILITIES
     assert service["security_opt"] == ["no-new-privileges:true"]
     assert set(service["logging"]["options"]) == {"max-size", "max-file"}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_rollback_job_passes_the_schema_and_mounts_the_deployment_s_claims(version: str) -> None:
+    [job] = list(yaml.safe_load_all((KUBERNETES / "jobs" / "rollback.yaml").read_text()))
+    kubernetes_validate.validate(job, version, strict=True)
+    [deployment] = [doc for doc in rendered(KUBERNETES / "base") if doc["kind"] == "Deployment"]
+    pod, deployed = job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["rollback"] and pod["restartPolicy"] == "Never"
+    assert pod["volumes"] == deployed["volumes"]
+    assert pod["containers"][0]["volumeMounts"] == deployed["containers"][0]["volumeMounts"]
