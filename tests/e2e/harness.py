@@ -408,6 +408,15 @@ class Stack:
         self.overrides.append(path)
         return path
 
+    def data_volume_on_tmpfs(self, size: str) -> None:
+        """The state volume a tmpfs of `size` (`40m`): a small disk, as the volume's own driver
+        makes it. Its name is given again: compose 1.29 replaces a volume's whole entry."""
+        tmpfs = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size}"}
+        volume = {"moltbot_data": {"name": self.data_volume, "driver_opts": tmpfs}}
+        path = self.workdir / f"{self.project}-volume.yml"
+        path.write_text(json.dumps({"volumes": volume}, indent=2) + "\n", encoding="utf-8")
+        self.overrides.append(path)
+
     def compose(
         self, *args: str, timeout: float = 180, check: bool = True
     ) -> subprocess.CompletedProcess[str]:

@@ -199,10 +199,7 @@ def test_a_state_volume_too_small_holds_with_both_numbers_until_there_is_room(
     measures both before it copies anything and holds, the container up and unhealthy, never the
     gateway on an empty state. Once the user makes room (here: old media out of the legacy dir) a
     restart migrates, the sparse file stays sparse, and the gateway answers on the old config."""
-    sized = stack.workdir / f"{stack.project}-volume.yml"  # compose.yml's data volume, a 40 MB tmpfs
-    tmpfs = {"type": "tmpfs", "device": "tmpfs", "o": "size=40m"}
-    sized.write_text(json.dumps({"volumes": {"moltbot_data": {"driver_opts": tmpfs}}}), encoding="utf-8")
-    stack.overrides.append(sized)
+    stack.data_volume_on_tmpfs("40m")
     legacy = host_dir / "clawdbot"
     legacy_tree(legacy)
     (legacy / "media" / "old").mkdir()

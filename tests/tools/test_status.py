@@ -34,6 +34,11 @@ def settings(run_dir: Path, port: int) -> SimpleNamespace:
     return SimpleNamespace(run_dir=str(run_dir), program_port=port)
 
 
+def status_of(run_dir: Path, port: int, out: io.StringIO, as_json: bool) -> int:
+    """`status` on the run dir, its records beside it, printed into `out`: its exit code."""
+    return status.main(settings(run_dir, port), "gateway", str(run_dir / "records"), as_json=as_json, out=out)
+
+
 def test_status_reports_the_program_tree_and_the_guard(tmp_path: Path) -> None:
     write_report(tmp_path)
     (tmp_path / "crashguard.json").write_text(
@@ -59,28 +64,10 @@ def test_status_reports_the_program_tree_and_the_guard(tmp_path: Path) -> None:
         with fake_supervisor(str(tmp_path)) as fake:
             fake.info = {"statename": "RUNNING", "pid": tree.pid, "start": 1000, "now": 4723}
             out = io.StringIO()
-            assert (
-                status.main(
-                    settings(tmp_path, free_port()),
-                    "gateway",
-                    str(tmp_path / "records"),
-                    as_json=True,
-                    out=out,
-                )
-                == 0
-            )
+            assert status_of(tmp_path, free_port(), out, as_json=True) == 0
             data = json.loads(out.getvalue())
             text_out = io.StringIO()
-            assert (
-                status.main(
-                    settings(tmp_path, free_port()),
-                    "gateway",
-                    str(tmp_path / "records"),
-                    as_json=False,
-                    out=text_out,
-                )
-                == 0
-            )
+            assert status_of(tmp_path, free_port(), text_out, as_json=False) == 0
     finally:
         subprocess.run(["pkill", "-P", str(tree.pid)], check=False)
         tree.kill()
@@ -118,16 +105,7 @@ def test_status_measures_the_pid_supervisord_gives_when_the_guard_s_is_stale(tmp
         with fake_supervisor(str(tmp_path)) as fake:
             fake.info = {"statename": "RUNNING", "pid": tree.pid, "start": 1000, "now": 1010}
             out = io.StringIO()
-            assert (
-                status.main(
-                    settings(tmp_path, free_port()),
-                    "gateway",
-                    str(tmp_path / "records"),
-                    as_json=True,
-                    out=out,
-                )
-                == 0
-            )
+            assert status_of(tmp_path, free_port(), out, as_json=True) == 0
     finally:
         tree.kill()
         tree.wait()
@@ -143,12 +121,7 @@ def test_status_of_a_held_program_says_how_to_leave_hold(tmp_path: Path) -> None
     with fake_supervisor(str(tmp_path)) as fake:
         fake.info = {"statename": "STOPPED", "pid": 0, "start": 0, "now": 5, "exitstatus": 1}
         out = io.StringIO()
-        assert (
-            status.main(
-                settings(tmp_path, free_port()), "gateway", str(tmp_path / "records"), as_json=False, out=out
-            )
-            == 0
-        )
+        assert status_of(tmp_path, free_port(), out, as_json=False) == 0
     text = out.getvalue()
     assert "held: crash loop: 5 exits" in text
     assert "supervisorctl start gateway" in text
@@ -157,12 +130,7 @@ def test_status_of_a_held_program_says_how_to_leave_hold(tmp_path: Path) -> None
 
 def test_status_without_supervisord_exits_1(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert (
-        status.main(
-            settings(tmp_path, free_port()), "gateway", str(tmp_path / "records"), as_json=True, out=out
-        )
-        == 1
-    )
+    assert status_of(tmp_path, free_port(), out, as_json=True) == 1
     data = json.loads(out.getvalue())
     assert data["supervisord"]["answering"] is False and data["program"] is None
 
@@ -170,23 +138,9 @@ def test_status_without_supervisord_exits_1(tmp_path: Path) -> None:
 def test_status_shows_the_three_probes(tmp_path: Path) -> None:
     with fake_supervisor(str(tmp_path)), gateway("probes", "--starting", "30") as running:
         out = io.StringIO()
-        assert (
-            status.main(
-                settings(tmp_path, running.port), "gateway", str(tmp_path / "records"), as_json=True, out=out
-            )
-            == 0
-        )
+        assert status_of(tmp_path, running.port, out, as_json=True) == 0
         text_out = io.StringIO()
-        assert (
-            status.main(
-                settings(tmp_path, running.port),
-                "gateway",
-                str(tmp_path / "records"),
-                as_json=False,
-                out=text_out,
-            )
-            == 0
-        )
+        assert status_of(tmp_path, running.port, text_out, as_json=False) == 0
     where = f"on port {running.port})"
     assert json.loads(out.getvalue())["health"] == {
         "ok": True,

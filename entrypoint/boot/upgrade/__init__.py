@@ -9,7 +9,8 @@ Who runs it: the boot's upgrade phase in PID 1 (its place is pipeline.py's), aft
 drop, as the target user, holding the state lock from its first step for the rest of PID 1's life
 (`common/statelock`: no operator's rollback runs beside a live application); the operator's
 `checkpoint`, `checkpoints` and `rollback`, one-off processes that drop to the target user first.
-What a boot of the same release costs is one read of the history.
+What a boot of the same release costs is one read of the history (and of a rollback's journal);
+its modules import the rest only when the release changed.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from ...common import rundir, statelock
+from ...common import statelock
 from ...common.fsops import describe, errno_name
 from ...common.plans import Hold, StopFlag, UpgradePlan
 from ...common.report import PhaseRecorder, PhaseResult
 from ...common.settings import Name
 from ..treecopy import Interrupted, SourceError
-from . import checkpoint, rollback
+from . import journal
 from .gate import decide
 
 PHASE = "upgrade"
@@ -56,30 +57,42 @@ def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
     except OSError as error:  # a record dir it cannot write: the gate cannot keep a way back
         return _failed(plan, recorder, describe(error), None, path=error.filename, errno=errno_name(error))
     try:
-        if rundir.read_json(plan.record_dir, rollback.JOURNAL) is not None:
-            # A rollback killed half-way: finished before anything starts on a state it left
-            # without its trees.
-            done = rollback.roll_back(plan, None, stop)
-            recorder.warn(
-                "rollback_finished",
-                f"a rollback to {done.checkpoint.id} was interrupted: it was finished now",
-                checkpoint=done.checkpoint.id,
-                aside=done.aside,
-            )
+        if journal.pending(plan.record_dir) is not None:
+            refused = _finish_rollback(plan, recorder, stop)
+            if refused is not None:  # its checkpoint went: the state is half rolled back
+                return _failed(plan, recorder, refused, lock)
         decided = decide(plan, recorder, stop)
     except Interrupted:
         recorder.figures["interrupted"] = True  # the checkpoint's staging is gone; the boot ends
         return _ended(recorder, None, lock)
-    except rollback.RollbackRefused as refused:  # its checkpoint went: the state is half rolled back
-        return _failed(plan, recorder, str(refused), lock)
     except (OSError, SourceError) as error:
         fault = error.error if isinstance(error, SourceError) else error
         return _failed(plan, recorder, describe(fault), lock, path=fault.filename, errno=errno_name(fault))
     prune = None
     if decided.checkpoint is not None:
+        from . import checkpoint  # the gate took one with it
+
         keep, spare = plan.settings.keep, decided.came_from
         prune = partial(checkpoint.prune, plan.record_dir, keep, spare)
     return _ended(recorder, decided.holds, lock, prune)
+
+
+def _finish_rollback(plan: UpgradePlan, recorder: PhaseRecorder, stop: StopFlag) -> str | None:
+    """A rollback killed half-way, finished before anything starts on a state it left without its
+    trees; why it cannot be, if so."""
+    from . import rollback  # only here: a boot with no journal imports none of it
+
+    try:
+        done = rollback.roll_back(plan, None, stop)
+    except rollback.RollbackRefused as refused:
+        return str(refused)
+    recorder.warn(
+        "rollback_finished",
+        f"a rollback to {done.checkpoint.id} was interrupted: it was finished now",
+        checkpoint=done.checkpoint.id,
+        aside=done.aside,
+    )
+    return None
 
 
 def _failed(

@@ -20,15 +20,16 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ...common import checkpoints, releases
+from ...common import releases
 from ...common.plans import Hold, StopFlag, UpgradePlan
 from ...common.releases import History, Ran, Release
 from ...common.report import PhaseRecorder
 from ...common.settings import Name
-from .. import room
-from ..room import NoRoom
-from . import checkpoint, preflight
+
+if TYPE_CHECKING:
+    from ...common.checkpoints import Manifest
 
 
 @dataclass
@@ -106,6 +107,8 @@ def _downgrade(plan: UpgradePlan, recorder: PhaseRecorder, history: History, new
         )
         _record(plan, history, installed)
         return Decision()
+    from ...common import checkpoints  # here: a boot of the same release never lists them
+
     matching = next(
         (m for m in checkpoints.listing(plan.record_dir) if m.release and m.release.same(installed)), None
     )
@@ -133,6 +136,10 @@ def _downgrade(plan: UpgradePlan, recorder: PhaseRecorder, history: History, new
 def _upgrade(
     plan: UpgradePlan, recorder: PhaseRecorder, history: History, previous: Release | None, stop: StopFlag
 ) -> Decision:
+    # Imported here, as the release changed: a boot of the same release imports none of it.
+    from .. import room
+    from . import checkpoint
+
     installed = plan.release
     assert installed is not None
     setting = plan.variables[Name.UPGRADE_CHECKPOINT]
@@ -153,7 +160,7 @@ def _upgrade(
     why = f"before {installed.label}"
     try:
         taken = checkpoint.take(plan.record_dir, previous, trees, why, stop)
-    except NoRoom as error:
+    except room.NoRoom as error:
         measured = error.room
         reason = (
             f"a checkpoint of this state before {installed.label} first runs on it needs "
@@ -172,7 +179,10 @@ def _upgrade(
     return Decision(holds, taken.id, previous)
 
 
-def _preflight(plan: UpgradePlan, recorder: PhaseRecorder, taken: checkpoints.Manifest) -> Hold | None:
+def _preflight(plan: UpgradePlan, recorder: PhaseRecorder, taken: Manifest) -> Hold | None:
+    from ...common import checkpoints
+    from . import preflight
+
     installed = plan.release
     assert installed is not None
     if plan.preflight is None:

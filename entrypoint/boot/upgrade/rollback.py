@@ -6,7 +6,7 @@ Where it differs: an operator's one-off process (`<init> rollback [ID]`, a `dock
 Kubernetes Job), as the target user, with no application on the state: it takes the state lock
 without waiting, and refuses when a live init holds it.
 
-Crash safety: a journal in the record dir (`rollback.json`) says which checkpoint goes back and
+Crash safety: a journal in the record dir (`journal.py`) says which checkpoint goes back and
 where the live trees go, and is written before anything moves. The checkpoint's trees are copied
 (the checkpoint stays whole, for another rollback) into a staging directory; once complete and on
 disk, each tree is swapped in by two renames within the state volume, each done only if not done
@@ -22,14 +22,14 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from ...common import checkpoints, log, releases, rundir
+from ...common import checkpoints, log, releases
 from ...common.checkpoints import Manifest
 from ...common.fsops import DIR_FLAGS, syncfs
 from ...common.plans import StopFlag, UpgradePlan
 from ...common.releases import History, Ran
 from ..treecopy import PART_SUFFIX, Copier, Owner
+from . import journal
 
-JOURNAL = "rollback.json"
 STAGING = "rollback-staging"
 # The trees a rollback puts back: the state dir and the home (a workspace stays where it is).
 PUT_BACK = ("gateway", "home")
@@ -73,27 +73,25 @@ def choose(plan: UpgradePlan, wanted: str | None) -> Manifest:
 def roll_back(plan: UpgradePlan, wanted: str | None, stop: StopFlag) -> RolledBack:
     """Roll back to `wanted` (or the default), or finish a rollback a kill interrupted. The caller
     holds the state lock. Raises RollbackRefused, OSError."""
-    pending = rundir.read_json(plan.record_dir, JOURNAL)
+    pending = journal.pending(plan.record_dir)
     if pending is not None:
         manifest = choose(plan, str(pending.get("checkpoint")))
         aside = str(pending["aside"])
     else:
         manifest = choose(plan, wanted)
         aside = os.path.join(plan.record_dir, checkpoints.ROLLED_BACK, checkpoints.stamp(time.time()))
-        journal = {"checkpoint": manifest.id, "aside": aside, "swapping": False}
-        rundir.replace_file(os.path.join(plan.record_dir, JOURNAL), rundir.json_bytes(journal), mode=0o600)
+        journal.write(plan.record_dir, manifest.id, aside, swapping=False)
     staging = os.path.join(plan.record_dir, STAGING)
     if not (pending or {}).get("swapping"):
         _stage(plan, manifest, staging, stop)
-        journal = {"checkpoint": manifest.id, "aside": aside, "swapping": True}
-        rundir.replace_file(os.path.join(plan.record_dir, JOURNAL), rundir.json_bytes(journal), mode=0o600)
+        journal.write(plan.record_dir, manifest.id, aside, swapping=True)
     os.makedirs(aside, 0o700, exist_ok=True)
     for tree in manifest.trees:
         if tree.name in PUT_BACK and tree.included:
             _swap(os.path.join(staging, tree.name), tree.source, os.path.join(aside, tree.name))
     _rewrite_history(plan, manifest)
     shutil.rmtree(staging, ignore_errors=True)
-    os.unlink(os.path.join(plan.record_dir, JOURNAL))
+    journal.remove(plan.record_dir)
     log.event(
         logger,
         "info",

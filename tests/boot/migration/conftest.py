@@ -1,35 +1,17 @@
-"""Fixtures of the migration tests: root, a private mount namespace, scratch space, mounts.
-
-The first migration test moves the whole pytest process into a private mount namespace (every
-mount private, so nothing propagates back): the tmpfs and bind mounts the tests make, and the
-drivers they start, are invisible to the host, and they vanish with the process even if a test
-dies half-way. Tests that run later in the same session stay in that namespace, which only hides
-mounts made by others after that point.
+"""Fixtures of the migration tests: every one runs as root in the private mount namespace
+(tests/boot/conftest.py, which also has `mounts`); scratch space.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.boot.migration.helpers import Mounts, enter_private_mount_namespace
-
 
 @pytest.fixture(scope="session", autouse=True)
-def private_mount_namespace() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the migration tests need root (mounts, chown, capabilities)")
-    enter_private_mount_namespace()
-
-
-@pytest.fixture
-def mounts() -> Iterator[Mounts]:
-    made = Mounts()
-    yield made
-    made.undo()
+def in_private_mount_namespace(private_mount_namespace: None) -> None:
+    """The migration's faults are real: EBUSY from bind mounts, EXDEV and ENOSPC from tmpfs."""
 
 
 @pytest.fixture

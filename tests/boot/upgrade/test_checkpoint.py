@@ -16,7 +16,17 @@ from entrypoint.common.plans import StopFlag
 from entrypoint.common.releases import History, Ran
 from tests.boot.migration.helpers import Mounts
 from tests.boot.migration.killing import killed, shape
-from tests.boot.upgrade.helpers import NEW, OLD, events, gate, gateway_state, layout, plan_for, rows
+from tests.boot.upgrade.helpers import (
+    NEW,
+    OLD,
+    database,
+    events,
+    gate,
+    gateway_state,
+    layout,
+    plan_for,
+    rows,
+)
 
 
 def take(root: Path, why: str = "test") -> checkpoints.Manifest:
@@ -47,6 +57,23 @@ def test_databases_with_committed_frames_only_in_their_log_are_whole_in_one_file
     assert databases["gateway/state/openclaw.sqlite"].user_version == 18
     assert databases["gateway/agents/main/agent/openclaw-agent.sqlite"].user_version == 7
     assert live(tmp_path) == before  # the live databases and their logs, untouched
+
+
+def test_a_database_closed_cleanly_is_copied_byte_for_byte_and_its_stray_index_left_out(
+    tmp_path: Path,
+) -> None:
+    state = layout(tmp_path)[0]
+    live_db = state / "state" / "openclaw.sqlite"
+    database(live_db, 30, keep_wal=False)  # its writer closed: every row in the file itself
+    Path(str(live_db) + "-shm").write_bytes(b"\0" * 32768)  # an index a killed reader left
+    Path(str(live_db) + "-wal").write_bytes(b"")
+
+    taken = take(tmp_path)
+
+    copy = Path(checkpoints.root(str(tmp_path / "volume" / ".moltbot-init"))) / taken.id / "gateway"
+    assert (copy / "state" / "openclaw.sqlite").read_bytes() == live_db.read_bytes()
+    assert rows(copy / "state" / "openclaw.sqlite") == 30
+    assert sorted(path.name for path in (copy / "state").iterdir()) == ["openclaw.sqlite"]
 
 
 def test_everything_else_is_copied_as_it_is_secrets_links_holes_and_times(tmp_path: Path) -> None:
