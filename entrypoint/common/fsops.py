@@ -1,7 +1,8 @@
 """Kernel helpers that work by file descriptor and never follow a link: the vocabulary the boot's
 phases use on trees a user can write to.
 
-Who uses it: the boot's phases (PID 1, as root, before the privilege drop). Nothing here decides
+Who uses it: the boot's phases (PID 1, as root, before the privilege drop); the state lock
+(`statelock`), also in the operator's one-off commands. Nothing here decides
 anything; each helper is one kernel operation made safe, or one fact the kernel knows.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import stat
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from . import procfs
 
@@ -57,6 +60,20 @@ def rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
     if lexists(dst, dst_dir):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
     os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+
+
+def flock_within(fd: int, wait_s: float, given_up: Callable[[], bool] = lambda: False) -> bool:
+    """An exclusive flock on `fd`, tried every 0.1 s for `wait_s` seconds or until `given_up()`:
+    whether it was taken."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline or given_up():
+                return False
+            time.sleep(0.1)
 
 
 def syncfs(fd: int) -> None:

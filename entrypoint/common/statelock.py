@@ -9,9 +9,9 @@ drops it with its holder, whatever kills it: a lock is never stale.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
+
+from .fsops import flock_within
 
 FILE = "state.lock"
 
@@ -25,13 +25,7 @@ def take(record_dir: str, wait_s: float = 0.0) -> int:
     StateBusy after `wait_s`, OSError when the record dir cannot be written."""
     os.makedirs(record_dir, 0o700, exist_ok=True)
     fd = os.open(os.path.join(record_dir, FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise StateBusy(record_dir) from None
-            time.sleep(0.1)
+    if not flock_within(fd, wait_s):
+        os.close(fd)
+        raise StateBusy(record_dir)
+    return fd

@@ -26,12 +26,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import fcntl
 import os
 import time
 
 from ...common import log
-from ...common.fsops import describe, errno_name, is_mount_point, lexists, remove, walk_to
+from ...common.fsops import describe, errno_name, flock_within, is_mount_point, lexists, remove, walk_to
 from .. import room
 from ..room import NoRoom, Room
 from ..treecopy import PART_SUFFIX, Copier, Interrupted, SourceError, from_source
@@ -76,15 +75,8 @@ def lock(ctx: Context) -> int | None:
     # The holder may be a boot of this same volume on its way out (a container being replaced, a
     # process still dying after a kill): giving up at once would start the gateway on a target
     # whose commit that boot left half done. Waiting lets this boot finish it instead.
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(record_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return record_fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline or ctx.stop.is_set():
-                break
-            time.sleep(0.1)
+    if flock_within(record_fd, LOCK_WAIT_S, ctx.stop.is_set):
+        return record_fd
     ctx.recorder.warn(
         "migration_busy",
         f"another init held the migration lock on {ctx.plan.record_dir} for {LOCK_WAIT_S:g}s: this one "
