@@ -5,6 +5,10 @@ user it was started as. Every invalid value raises `ConfigError(setting, value, 
 caller turns it into exit 78 (`exits.Exit.CONFIG`) and one JSON line. Setting names are
 `<prefix><NAME>` (`Name`, the one place each is spelled), the prefix coming from the application
 profile; PUID/PGID keep the unprefixed names users know from linuxserver images.
+
+Secrets may come from files, as the official images' `file_env` has it: `NAME_FILE=PATH` gives the
+program `NAME` with the file's content. `load` only checks them (names and paths: the settings hold
+no secret); `secretfiles` reads them.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class Name(enum.StrEnum):
 PUID = "PUID"
 PGID = "PGID"
 
+# `NAME_FILE=PATH`: NAME's value is in the file at PATH (read by `secretfiles`).
+FILE_SUFFIX = "_FILE"
+
 # Trees that no volume repair may ever start from: re-owning them breaks the image (or the host,
 # when they are bind mounts). Whole subtrees of these are refused ...
 _FORBIDDEN_TREES = ("/etc", "/usr", "/bin", "/sbin", "/proc", "/sys", "/dev", "/boot")
@@ -83,6 +90,21 @@ class Defaults:
     legacy_dirs: tuple[str, ...]
     program_port: int
     program_cli: tuple[str, ...] = ()  # the application's CLI; empty: it has none
+    # Variables that end in FILE_SUFFIX but name a file the program opens itself (a CA bundle, a web
+    # identity token it re-reads when it rotates): passed on as they are, never read as secrets.
+    path_variables: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """`NAME_FILE=path`: the program gets `name` with the file's content. A name and a path only."""
+
+    name: str
+    path: str
+
+    @property
+    def variable(self) -> str:
+        return self.name + FILE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,8 @@ class Settings:
     # What to do once the root steps have left nothing that needs root (a deployment that runs as
     # root only to repair, says what comes next); empty: the boot does not judge it.
     after_repair: str
+    # The variables whose values are read from files (`read_secret_files`).
+    secret_files: tuple[SecretFile, ...]
     # Every variable the init reads as a setting: the program never sees them (a gateway that reads
     # another generation's prefix warns about each one, and they are the init's, not its).
     variables: frozenset[str]
@@ -236,6 +260,28 @@ def _command(reader: _Reader, name: str, default: tuple[str, ...] = ()) -> tuple
     return argv
 
 
+def _secret_files(reader: _Reader, kept: frozenset[str]) -> tuple[SecretFile, ...]:
+    """Every `NAME_FILE` in the environment but those in `kept`, checked, not read. Runs after every
+    other setting was read: a setting of the init's own is never read from a file."""
+    settings_read = frozenset(reader.keys)
+    found: list[SecretFile] = []
+    for variable, path in sorted(reader.environ.items()):
+        name = variable.removesuffix(FILE_SUFFIX)
+        if name in ("", variable) or variable in kept:
+            continue
+        reader.keys.add(variable)  # the program gets NAME, never NAME_FILE
+        if path == "":
+            continue  # unset, as an empty NAME is
+        if name in settings_read:
+            raise ConfigError(
+                variable, path, f"no such variable: {name} is a setting of the init, set as it is"
+            )
+        if reader.environ.get(name):
+            raise ConfigError(variable, path, f"either {name} or {variable}, not both")
+        found.append(SecretFile(name, _absolute(variable, path, path)))
+    return tuple(found)
+
+
 def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None = None) -> Settings:
     as_root = os.geteuid() == 0 if as_root is None else as_root
     read = _Reader(environ, defaults.env_prefix)
@@ -279,6 +325,7 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             ),
         ),
         after_repair=read.raw(Name.AFTER_REPAIR, "")[1].strip(),
+        secret_files=_secret_files(read, defaults.path_variables),  # after every setting of the init's
         variables=frozenset(read.keys),  # last: every setting above has been read
     )
     _refuse_system_roots(settings)
