@@ -48,7 +48,7 @@ def load_settings(*, drops_privileges: bool = True) -> settings.Settings:
     Operator tools that never change user (health, status, supervisorctl) do not need the target
     user to exist where they run; they only check an explicitly set one. The programs that drop to
     it (the boot, the gateway's CLI) start the gateway: they also take its secret files now, while
-    they may still be root."""
+    they may still be root, and the umask, before they start anything."""
     log.configure()
     defaults = settings.Defaults(
         env_prefix=profile.ENV_PREFIX,
@@ -77,6 +77,8 @@ def load_settings(*, drops_privileges: bool = True) -> settings.Settings:
         )
         raise SystemExit(Exit.CONFIG) from None
     log.configure(loaded.log_format, loaded.log_level)
+    if drops_privileges and loaded.umask is not None:
+        os.umask(loaded.umask)  # before supervisord's process is forked: the gateway inherits it
     return loaded
 
 
@@ -325,8 +327,10 @@ def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> 
 
 
 def _environment_facts(loaded: settings.Settings) -> dict[str, Any]:
-    """What the report says of the environment the settings changed: paths, no value."""
+    """What the report says of the environment the settings changed: paths and a mask, no value."""
     facts: dict[str, Any] = {}
     if loaded.secret_files:
         facts["secret_files"] = {secret.name: secret.path for secret in loaded.secret_files}
+    if loaded.umask is not None:
+        facts["umask"] = f"{loaded.umask:04o}"
     return facts

@@ -99,6 +99,9 @@ def test_help_and_version_answer_without_booting(init: InitRunner) -> None:
     [
         ("PUID", "abc"),
         ("PGID", "1.5"),
+        ("UMASK", "0o22"),
+        ("UMASK", "778"),
+        ("UMASK", "01777"),
         ("MOLTBOT_STATE_DIR", "relative/state"),
         ("MOLTBOT_LOG_FORMAT", "xml"),
         ("MOLTBOT_LOG_LEVEL", "loud"),

@@ -4,7 +4,7 @@ Who uses it: every program of the binary reads its settings here first (`wiring`
 user it was started as. Every invalid value raises `ConfigError(setting, value, accepted)`; the
 caller turns it into exit 78 (`exits.Exit.CONFIG`) and one JSON line. Setting names are
 `<prefix><NAME>` (`Name`, the one place each is spelled), the prefix coming from the application
-profile; PUID/PGID keep the unprefixed names users know from linuxserver images.
+profile; PUID/PGID/UMASK keep the unprefixed names users know from linuxserver images.
 
 Secrets may come from files, as the official images' `file_env` has it: `NAME_FILE=PATH` gives the
 program `NAME` with the file's content. `load` only checks them (names and paths: the settings hold
@@ -56,6 +56,7 @@ class Name(enum.StrEnum):
 # linuxserver's names, unprefixed.
 PUID = "PUID"
 PGID = "PGID"
+UMASK = "UMASK"
 
 # `NAME_FILE=PATH`: NAME's value is in the file at PATH (read by `secretfiles`).
 FILE_SUFFIX = "_FILE"
@@ -130,6 +131,8 @@ class Settings:
     # What to do once the root steps have left nothing that needs root (a deployment that runs as
     # root only to repair, says what comes next); empty: the boot does not judge it.
     after_repair: str
+    # The file mode creation mask of the init and all it starts; None: the one it was started with.
+    umask: int | None
     # The variables whose values are read from files (`read_secret_files`).
     secret_files: tuple[SecretFile, ...]
     # Every variable the init reads as a setting: the program never sees them (a gateway that reads
@@ -260,6 +263,15 @@ def _command(reader: _Reader, name: str, default: tuple[str, ...] = ()) -> tuple
     return argv
 
 
+def _umask(reader: _Reader) -> int | None:
+    key, value = reader.raw(UMASK, "", prefixed=False)
+    if value == "":
+        return None
+    if not 0 < len(value) <= 4 or value.strip("01234567") or int(value, 8) > 0o777:
+        raise ConfigError(key, value, "an octal mask from 000 to 777, as `umask` takes it (022, 0027)")
+    return int(value, 8)
+
+
 def _secret_files(reader: _Reader, kept: frozenset[str]) -> tuple[SecretFile, ...]:
     """Every `NAME_FILE` in the environment but those in `kept`, checked, not read. Runs after every
     other setting was read: a setting of the init's own is never read from a file."""
@@ -325,6 +337,7 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             ),
         ),
         after_repair=read.raw(Name.AFTER_REPAIR, "")[1].strip(),
+        umask=_umask(read),
         secret_files=_secret_files(read, defaults.path_variables),  # after every setting of the init's
         variables=frozenset(read.keys),  # last: every setting above has been read
     )
