@@ -23,7 +23,7 @@ from moltbot import profile
 
 from .common import environment, log, secretfiles, settings
 from .common.exits import Exit
-from .common.plans import BootPlan, MigrationPlan, OwnershipPlan, PreparePlan, Program, SecretPlan
+from .common.plans import BootPlan, MigrationPlan, OwnershipPlan, PreparePlan, Program, SecretPlan, SeedPlan
 
 if TYPE_CHECKING:
     from .common.guardplan import GuardPlan
@@ -321,6 +321,7 @@ def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> 
         program=program,
         runtime_paths=_runtime_paths(),
         program_home=_home_dir(loaded) if program.name in (profile.PROGRAM_NAME, profile.APP_NAME) else None,
+        seed=SeedPlan(loaded.config_seed, _gateway_dir(loaded), _config_names(generation)),
     )
     gateway = f"{generation.package} >= {generation.since[0]}.{generation.since[1]}"
     return Start(plan, {"gateway": gateway, **heap, **_environment_facts(loaded)})

@@ -51,6 +51,7 @@ class Name(enum.StrEnum):
     STOP_TIMEOUT = "STOP_TIMEOUT"
     HOLD_RETRY = "HOLD_RETRY"
     AFTER_REPAIR = "AFTER_REPAIR"
+    CONFIG_SEED = "CONFIG_SEED"
 
 
 # linuxserver's names, unprefixed.
@@ -131,6 +132,8 @@ class Settings:
     # What to do once the root steps have left nothing that needs root (a deployment that runs as
     # root only to repair, says what comes next); empty: the boot does not judge it.
     after_repair: str
+    # The program's first config, copied into its state dir when it has none; empty: none.
+    config_seed: str
     # The file mode creation mask of the init and all it starts; None: the one it was started with.
     umask: int | None
     # The variables whose values are read from files (`read_secret_files`).
@@ -187,6 +190,11 @@ class _Reader:
     def path(self, name: str, default: str) -> str:
         key, value = self.raw(name, default)
         return _absolute(key, value, value)
+
+    def optional_path(self, name: str) -> str:
+        """An absolute path, or empty when unset."""
+        key, value = self.raw(name, "")
+        return _absolute(key, value, value) if value else ""
 
     def paths(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         key, value = self.raw(name, ":".join(default))
@@ -337,6 +345,7 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             ),
         ),
         after_repair=read.raw(Name.AFTER_REPAIR, "")[1].strip(),
+        config_seed=read.optional_path(Name.CONFIG_SEED),
         umask=_umask(read),
         secret_files=_secret_files(read, defaults.path_variables),  # after every setting of the init's
         variables=frozenset(read.keys),  # last: every setting above has been read
