@@ -232,4 +232,14 @@ def test_the_hardened_compose_override_adds_only_the_capabilities_of_the_root_st
     assert {entry.split(":", 1)[0] for entry in service["tmpfs"]} == {"/tmp", "/run/moltbot"}
     assert service["cap_drop"] == ["ALL"] and set(service["cap_add"]) == ROOT_STEP_CAPABILITIES
     assert service["security_opt"] == ["no-new-privileges:true"]
-    assert set(service["logging"]["options"]) == {"max-size", "max-file"}
+
+
+def test_the_default_compose_rotates_its_log_reaches_the_host_and_passes_umask_and_tz() -> None:
+    text = (REPO / "compose.yml").read_text()
+    service = yaml.safe_load(text)["services"]["moltbot-gateway"]
+    assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
+    assert service["extra_hosts"] == ["host.docker.internal:host-gateway"]
+    assert {"UMASK", "TZ"} <= service["environment"].keys()
+    # The legacy bind mount, as a comment: read-only, and relabelled for SELinux hosts.
+    assert "# - ${HOME}/.clawdbot:/home/node/.clawdbot:ro\n" in text
+    assert "# - ${HOME}/.clawdbot:/home/node/.clawdbot:ro,z\n" in text
