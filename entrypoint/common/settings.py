@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from . import users
+from . import environment, users
 from .log import LOG_FORMATS, LOG_LEVELS
 from .plans import CrashLoopAction, MigrationMode, OwnershipMode, RestartPolicy, TargetUser
 
@@ -281,13 +281,14 @@ def _umask(reader: _Reader) -> int | None:
 
 
 def _secret_files(reader: _Reader, kept: frozenset[str]) -> tuple[SecretFile, ...]:
-    """Every `NAME_FILE` in the environment but those in `kept`, checked, not read. Runs after every
-    other setting was read: a setting of the init's own is never read from a file."""
+    """Every `NAME_FILE` the program would get but those in `kept` (not the frozen loader's own
+    `_PYI_ARCHIVE_FILE`), checked, not read. Runs after every other setting was read: a setting of
+    the init's own is never read from a file."""
     settings_read = frozenset(reader.keys)
     found: list[SecretFile] = []
     for variable, path in sorted(reader.environ.items()):
         name = variable.removesuffix(FILE_SUFFIX)
-        if name in ("", variable) or variable in kept:
+        if name in ("", variable) or variable in kept or not environment.reaches_program(variable):
             continue
         reader.keys.add(variable)  # the program gets NAME, never NAME_FILE
         if path == "":
