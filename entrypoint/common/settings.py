@@ -136,7 +136,7 @@ class Settings:
     config_seed: str
     # The file mode creation mask of the init and all it starts; None: the one it was started with.
     umask: int | None
-    # The variables whose values are read from files (`read_secret_files`).
+    # The variables whose values are read from files (by `secretfiles.read`).
     secret_files: tuple[SecretFile, ...]
     # Every variable the init reads as a setting: the program never sees them (a gateway that reads
     # another generation's prefix warns about each one, and they are the init's, not its).
