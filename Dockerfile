@@ -24,6 +24,7 @@
 #     GATEWAY_PACKAGE    the gateway from npm, pinned: openclaw@2026.9.6 (Node >= 24.16);
 #                        openclaw@2026.1.29 and clawdbot@2026.1.24-3 run on Node 22
 #     PYINSTALLER_VERSION  the freezer's version
+#     BASE_DIGEST, SOURCE, REVISION, CREATED   OCI labels (see the end of this file)
 
 ARG BUILDER_IMAGE=python:3.11-bookworm
 ARG BASE_IMAGE=node:24-bookworm-slim
@@ -202,3 +203,23 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=5s --start-period=90s --retries=3 \
     CMD ["/usr/local/bin/moltbot-init", "health"]
 ENTRYPOINT ["/usr/local/bin/moltbot-init"]
+# What runs, as `docker inspect` shows it: the init supervising the gateway (`gateway`, or no
+# argument at all, or options for the gateway; any other command is run once after the boot).
+CMD ["gateway"]
+
+# Where the image comes from (OCI annotations), beside the title and version of the `gateway` stage
+# (labels set there would rebuild its npm layers whenever they change): the base image (its digest
+# where a registry gave one; a local stand-in has none), the sources and the commit the init was
+# built from, and when. scripts/build-image passes all of them; a plain `docker build` gives an
+# unknown revision and, as reproducible builds do, the epoch for an unknown time. Last, after every
+# RUN: a new time at every build must not cost the cache of any layer.
+ARG BASE_IMAGE
+ARG BASE_DIGEST=
+ARG SOURCE=
+ARG REVISION=unknown
+ARG CREATED=1970-01-01T00:00:00Z
+LABEL org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      org.opencontainers.image.base.digest="${BASE_DIGEST}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from moltbot import profile
 
-from .common import environment, log, settings
+from .common import environment, log, secretfiles, settings
 from .common.exits import Exit
 from .common.plans import (
     BootPlan,
@@ -31,6 +31,7 @@ from .common.plans import (
     PreparePlan,
     Program,
     SecretPlan,
+    SeedPlan,
     UpgradePlan,
 )
 from .common.releases import Release
@@ -56,7 +57,9 @@ def load_settings(*, drops_privileges: bool = True) -> settings.Settings:
     """Settings or, for any invalid value, one JSON line and exit 78.
 
     Operator tools that never change user (health, status, supervisorctl) do not need the target
-    user to exist where they run; they only check an explicitly set one."""
+    user to exist where they run; they only check an explicitly set one. The programs that drop to
+    it (the boot, the gateway's CLI) start the gateway: they also take its secret files now, while
+    they may still be root, and the umask, before they start anything."""
     log.configure()
     defaults = settings.Defaults(
         env_prefix=profile.ENV_PREFIX,
@@ -67,9 +70,12 @@ def load_settings(*, drops_privileges: bool = True) -> settings.Settings:
         legacy_dirs=profile.LEGACY_DIRS,
         program_port=profile.GATEWAY_PORT,
         program_cli=profile.CLI,
+        path_variables=profile.PATH_VARIABLES,
     )
     try:
         loaded = settings.load(os.environ, defaults, as_root=os.geteuid() == 0 and drops_privileges)
+        if drops_privileges:
+            _take_secret_files(loaded)
     except settings.ConfigError as error:
         log.event(
             _LOG,
@@ -82,7 +88,18 @@ def load_settings(*, drops_privileges: bool = True) -> settings.Settings:
         )
         raise SystemExit(Exit.CONFIG) from None
     log.configure(loaded.log_format, loaded.log_level)
+    if drops_privileges and loaded.umask is not None:
+        os.umask(loaded.umask)  # before supervisord's process is forked: the gateway inherits it
     return loaded
+
+
+def _take_secret_files(loaded: settings.Settings) -> None:
+    """Each `NAME_FILE` becomes `NAME` in our environment, from which the gateway's is made (and the
+    token is taken), as the official images' entrypoints export it; all files read, or none."""
+    values = secretfiles.read(loaded.secret_files)
+    for secret in loaded.secret_files:
+        del os.environ[secret.variable]
+    os.environ.update(values)
 
 
 # -- the state volume's layout ---------------------------------------------------------------------
@@ -360,6 +377,17 @@ def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> 
         program=program,
         runtime_paths=_runtime_paths(),
         program_home=_home_dir(loaded) if program.name in (profile.PROGRAM_NAME, profile.APP_NAME) else None,
+        seed=SeedPlan(loaded.config_seed, _gateway_dir(loaded), _config_names(generation)),
     )
     gateway = f"{generation.package} >= {generation.since[0]}.{generation.since[1]}"
-    return Start(plan, {"gateway": gateway, **heap})
+    return Start(plan, {"gateway": gateway, **heap, **_environment_facts(loaded)})
+
+
+def _environment_facts(loaded: settings.Settings) -> dict[str, Any]:
+    """What the report says of the environment the settings changed: paths and a mask, no value."""
+    facts: dict[str, Any] = {}
+    if loaded.secret_files:
+        facts["secret_files"] = {secret.name: secret.path for secret in loaded.secret_files}
+    if loaded.umask is not None:
+        facts["umask"] = f"{loaded.umask:04o}"
+    return facts

@@ -113,6 +113,28 @@ GATEWAY_PORT = 18789
 TOKEN_ENV_NAMES = ("MOLTBOT_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "CLAWDBOT_GATEWAY_TOKEN")
 # Every prefix any generation ever read; a generation that ignores some warns about each variable.
 ALL_PREFIXES = ("OPENCLAW_", "MOLTBOT_", "CLAWDBOT_")
+# Variables ending in `_FILE` that name a file the gateway, or a library or tool it runs, opens itself
+# (a CA bundle, a config, a web identity token re-read whenever it rotates): its code reads these
+# names, and platforms inject the last ones for its cloud SDKs (EKS, Azure workload identity).
+# They are passed on as they are; any other `NAME_FILE` gives the gateway NAME, read from the file.
+PATH_VARIABLES = frozenset(
+    {
+        "OPENCLAW_PROXY_CA_FILE",
+        "OPENCLAW_VAULT_JWT_FILE",
+        "OPENCLAW_CACHE_TRACE_FILE",
+        "VAULT_TOKEN_FILE",
+        "SSL_CERT_FILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "GOOGLE_CHAT_SERVICE_ACCOUNT_FILE",
+        "GIT_INDEX_FILE",
+        "PIP_CONFIG_FILE",
+        "TF_CLI_CONFIG_FILE",
+    }
+)
 
 
 @dataclass(frozen=True)

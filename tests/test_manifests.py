@@ -26,7 +26,10 @@ from tests.e2e.podman_harness import ROOT_STEP_CAPABILITIES, Unit, flags
 
 REPO = Path(__file__).resolve().parents[1]
 KUBERNETES = REPO / "deploy" / "kubernetes"
-KUSTOMIZATIONS = sorted(path.parent for path in KUBERNETES.rglob("kustomization.yaml"))
+# The base and the overlays; the opt-in components are rendered on top of them (test_kustomize_components).
+KUSTOMIZATIONS = sorted(
+    path.parent for path in KUBERNETES.rglob("kustomization.yaml") if "components" not in path.parts
+)
 PODMAN = REPO / "deploy" / "podman"
 # The Kubernetes minors still supported upstream: the three newest the package has schemas for.
 VERSIONS = sorted(set(schemas.all_versions()), key=lambda v: tuple(map(int, v.split("."))))[-3:]
@@ -107,7 +110,7 @@ def test_the_token_comes_from_a_secret_only_when_there_is_one() -> None:
     assert reference == {"name": "moltbot-gateway-token", "key": "token", "optional": True}
 
 
-def test_hardened_runs_as_1000_with_nothing_writable_but_its_volumes_and_two_tmpfs() -> None:
+def test_hardened_runs_as_1000_with_nothing_writable_but_its_volumes_and_two_scratch_dirs() -> None:
     deployment = overlay("hardened")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"] == {
@@ -126,13 +129,13 @@ def test_hardened_runs_as_1000_with_nothing_writable_but_its_volumes_and_two_tmp
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in container(deployment)["volumeMounts"]}
     sources = {
-        path: volume["emptyDir"]["medium"]
+        path: volume["emptyDir"].get("medium", "disk")
         if "emptyDir" in volume
         else volume["persistentVolumeClaim"]["claimName"]
         for path, volume in mounts.items()
     }
     assert sources == {
-        "/tmp": "Memory",
+        "/tmp": "disk",  # the gateway's file log: see test_kustomize_components
         "/run/moltbot": "Memory",
         "/var/lib/moltbot": "moltbot-state",
         "/home/node/clawd": "moltbot-workspace",
@@ -174,6 +177,17 @@ def test_repair_is_hardened_but_root_with_the_capabilities_of_the_root_steps_alo
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert pod["volumes"] == hardened["spec"]["template"]["spec"]["volumes"]
     assert "hardened" in env(repair)["MOLTBOT_AFTER_REPAIR"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_rollback_job_passes_the_schema_and_mounts_the_deployment_s_claims(version: str) -> None:
+    [job] = list(yaml.safe_load_all((KUBERNETES / "jobs" / "rollback.yaml").read_text()))
+    kubernetes_validate.validate(job, version, strict=True)
+    [deployment] = [doc for doc in rendered(KUBERNETES / "base") if doc["kind"] == "Deployment"]
+    pod, deployed = job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["rollback"] and pod["restartPolicy"] == "Never"
+    assert pod["volumes"] == deployed["volumes"]
+    assert pod["containers"][0]["volumeMounts"] == deployed["containers"][0]["volumeMounts"]
 
 
 # -- podman ----------------------------------------------------------------------------------------
@@ -229,15 +243,14 @@ def test_the_hardened_compose_override_adds_only_the_capabilities_of_the_root_st
     assert {entry.split(":", 1)[0] for entry in service["tmpfs"]} == {"/tmp", "/run/moltbot"}
     assert service["cap_drop"] == ["ALL"] and set(service["cap_add"]) == ROOT_STEP_CAPABILITIES
     assert service["security_opt"] == ["no-new-privileges:true"]
-    assert set(service["logging"]["options"]) == {"max-size", "max-file"}
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_the_rollback_job_passes_the_schema_and_mounts_the_deployment_s_claims(version: str) -> None:
-    [job] = list(yaml.safe_load_all((KUBERNETES / "jobs" / "rollback.yaml").read_text()))
-    kubernetes_validate.validate(job, version, strict=True)
-    [deployment] = [doc for doc in rendered(KUBERNETES / "base") if doc["kind"] == "Deployment"]
-    pod, deployed = job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]
-    assert pod["containers"][0]["args"] == ["rollback"] and pod["restartPolicy"] == "Never"
-    assert pod["volumes"] == deployed["volumes"]
-    assert pod["containers"][0]["volumeMounts"] == deployed["containers"][0]["volumeMounts"]
+def test_the_default_compose_rotates_its_log_reaches_the_host_and_passes_umask_and_tz() -> None:
+    text = (REPO / "compose.yml").read_text()
+    service = yaml.safe_load(text)["services"]["moltbot-gateway"]
+    assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
+    assert service["extra_hosts"] == ["host.docker.internal:host-gateway"]
+    assert {"UMASK", "TZ"} <= service["environment"].keys()
+    # The legacy bind mount, as a comment: read-only, and relabelled for SELinux hosts.
+    assert "# - ${HOME}/.clawdbot:/home/node/.clawdbot:ro\n" in text
+    assert "# - ${HOME}/.clawdbot:/home/node/.clawdbot:ro,z\n" in text

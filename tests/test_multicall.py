@@ -99,6 +99,9 @@ def test_help_and_version_answer_without_booting(init: InitRunner) -> None:
     [
         ("PUID", "abc"),
         ("PGID", "1.5"),
+        ("UMASK", "0o22"),
+        ("UMASK", "778"),
+        ("UMASK", "01777"),
         ("MOLTBOT_STATE_DIR", "relative/state"),
         ("MOLTBOT_LOG_FORMAT", "xml"),
         ("MOLTBOT_LOG_LEVEL", "loud"),
@@ -106,6 +109,7 @@ def test_help_and_version_answer_without_booting(init: InitRunner) -> None:
         ("MOLTBOT_CRASHLOOP_BURST", "0"),
         ("MOLTBOT_CHOWN_PATHS", "/etc"),
         ("MOLTBOT_GATEWAY_COMMAND", "'unterminated"),
+        ("MOLTBOT_CONFIG_SEED", "seed/openclaw.json"),
     ],
 )
 def test_invalid_setting_exits_78_with_exactly_one_json_line_naming_it(

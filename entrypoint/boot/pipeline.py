@@ -1,6 +1,7 @@
 """The boot, in order: prepare, ownership, migration, privileges (the drop), upgrade, credentials
 (with `AFTER_REPAIR` set, the verdict `after_repair` after the drop); started non-root: prepare,
-migration, privileges (an access check), upgrade, credentials.
+migration, privileges (an access check), upgrade, credentials. With `CONFIG_SEED` set, `config_seed`
+last, unless the boot holds.
 
 It ends as the target user and hands the program, ready to start, back to `start`, which gives it to
 `pid1/`. Only this module knows the order of the phases; the package, the README and the tests point
@@ -19,7 +20,7 @@ from ..common import report as reporting
 from ..common.exits import Exit, by_signal
 from ..common.plans import Booted, BootPlan, Hold, StopFlag
 from ..common.report import PhaseResult
-from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges, upgrade
+from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges, seed, upgrade
 
 _LOG = log.get("boot")
 
@@ -180,6 +181,8 @@ class _Boot:
             return result
 
         self.record("credentials", take_credentials)
+        if self.plan.seed.source and self.hold is None:  # held, the old state is not in place yet
+            self.record("config_seed", lambda: seed.run(self.plan.seed))
         env = dict(self.plan.program.env)
         env.update(privileges.user_environment(settings.user))
         if self.plan.program_home is not None:

@@ -154,6 +154,16 @@ class UpgradePlan:
 
 
 @dataclass(frozen=True)
+class SeedPlan:
+    """The program's first config: `source` copied to `target_dir`/`config_names[0]` when no file of
+    `config_names` (every name the program's config ever had) is there; `source` empty: no seed."""
+
+    source: str
+    target_dir: str
+    config_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Program:
     """A program to run: argv, its complete environment and its working directory."""
 
@@ -266,3 +276,4 @@ class BootPlan:
     # The gateway's HOME, in the state volume (it writes there, and that must persist); None for
     # any other command, which gets the user's own.
     program_home: str | None
+    seed: SeedPlan

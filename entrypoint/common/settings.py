@@ -4,7 +4,11 @@ Who uses it: every program of the binary reads its settings here first (`wiring`
 user it was started as. Every invalid value raises `ConfigError(setting, value, accepted)`; the
 caller turns it into exit 78 (`exits.Exit.CONFIG`) and one JSON line. Setting names are
 `<prefix><NAME>` (`Name`, the one place each is spelled), the prefix coming from the application
-profile; PUID/PGID keep the unprefixed names users know from linuxserver images.
+profile; PUID/PGID/UMASK keep the unprefixed names users know from linuxserver images.
+
+Secrets may come from files, as the official images' `file_env` has it: `NAME_FILE=PATH` gives the
+program `NAME` with the file's content. `load` only checks them (names and paths: the settings hold
+no secret); `secretfiles` reads them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from . import users
+from . import environment, users
 from .log import LOG_FORMATS, LOG_LEVELS
 from .plans import CrashLoopAction, MigrationMode, OwnershipMode, RestartPolicy, TargetUser
 
@@ -52,11 +56,16 @@ class Name(enum.StrEnum):
     CHECKPOINT_KEEP = "CHECKPOINT_KEEP"
     CHECKPOINT_WORKSPACE_MAX_MB = "CHECKPOINT_WORKSPACE_MAX_MB"
     ALLOW_DOWNGRADE = "ALLOW_DOWNGRADE"
+    CONFIG_SEED = "CONFIG_SEED"
 
 
 # linuxserver's names, unprefixed.
 PUID = "PUID"
 PGID = "PGID"
+UMASK = "UMASK"
+
+# `NAME_FILE=PATH`: NAME's value is in the file at PATH (read by `secretfiles`).
+FILE_SUFFIX = "_FILE"
 
 # Trees that no volume repair may ever start from: re-owning them breaks the image (or the host,
 # when they are bind mounts). Whole subtrees of these are refused ...
@@ -88,6 +97,21 @@ class Defaults:
     legacy_dirs: tuple[str, ...]
     program_port: int
     program_cli: tuple[str, ...] = ()  # the application's CLI; empty: it has none
+    # Variables that end in FILE_SUFFIX but name a file the program opens itself (a CA bundle, a web
+    # identity token it re-reads when it rotates): passed on as they are, never read as secrets.
+    path_variables: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """`NAME_FILE=path`: the program gets `name` with the file's content. A name and a path only."""
+
+    name: str
+    path: str
+
+    @property
+    def variable(self) -> str:
+        return self.name + FILE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,12 @@ class Settings:
     # What to do once the root steps have left nothing that needs root (a deployment that runs as
     # root only to repair, says what comes next); empty: the boot does not judge it.
     after_repair: str
+    # The program's first config, copied into its state dir when it has none; empty: none.
+    config_seed: str
+    # The file mode creation mask of the init and all it starts; None: the one it was started with.
+    umask: int | None
+    # The variables whose values are read from files (by `secretfiles.read`).
+    secret_files: tuple[SecretFile, ...]
     # Every variable the init reads as a setting: the program never sees them (a gateway that reads
     # another generation's prefix warns about each one, and they are the init's, not its).
     variables: frozenset[str]
@@ -177,6 +207,11 @@ class _Reader:
     def path(self, name: str, default: str) -> str:
         key, value = self.raw(name, default)
         return _absolute(key, value, value)
+
+    def optional_path(self, name: str) -> str:
+        """An absolute path, or empty when unset."""
+        key, value = self.raw(name, "")
+        return _absolute(key, value, value) if value else ""
 
     def paths(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         key, value = self.raw(name, ":".join(default))
@@ -257,6 +292,38 @@ def _command(reader: _Reader, name: str, default: tuple[str, ...] = ()) -> tuple
     return argv
 
 
+def _umask(reader: _Reader) -> int | None:
+    key, value = reader.raw(UMASK, "", prefixed=False)
+    if value == "":
+        return None
+    if not 0 < len(value) <= 4 or value.strip("01234567") or int(value, 8) > 0o777:
+        raise ConfigError(key, value, "an octal mask from 000 to 777, as `umask` takes it (022, 0027)")
+    return int(value, 8)
+
+
+def _secret_files(reader: _Reader, kept: frozenset[str]) -> tuple[SecretFile, ...]:
+    """Every `NAME_FILE` the program would get but those in `kept` (not the frozen loader's own
+    `_PYI_ARCHIVE_FILE`), checked, not read. Runs after every other setting was read: a setting of
+    the init's own is never read from a file."""
+    settings_read = frozenset(reader.keys)
+    found: list[SecretFile] = []
+    for variable, path in sorted(reader.environ.items()):
+        name = variable.removesuffix(FILE_SUFFIX)
+        if name in ("", variable) or variable in kept or not environment.reaches_program(variable):
+            continue
+        reader.keys.add(variable)  # the program gets NAME, never NAME_FILE
+        if path == "":
+            continue  # unset, as an empty NAME is
+        if name in settings_read:
+            raise ConfigError(
+                variable, path, f"no such variable: {name} is a setting of the init, set as it is"
+            )
+        if reader.environ.get(name):
+            raise ConfigError(variable, path, f"either {name} or {variable}, not both")
+        found.append(SecretFile(name, _absolute(variable, path, path)))
+    return tuple(found)
+
+
 def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None = None) -> Settings:
     as_root = os.geteuid() == 0 if as_root is None else as_root
     read = _Reader(environ, defaults.env_prefix)
@@ -314,6 +381,9 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             << 20,
             allow_downgrade=read.flag(Name.ALLOW_DOWNGRADE),
         ),
+        config_seed=read.optional_path(Name.CONFIG_SEED),
+        umask=_umask(read),
+        secret_files=_secret_files(read, defaults.path_variables),  # after every setting of the init's
         variables=frozenset(read.keys),  # last: every setting above has been read
     )
     _refuse_system_roots(settings)

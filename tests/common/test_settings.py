@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -165,3 +167,20 @@ def test_every_valid_port_is_accepted(port: int) -> None:
 def test_anything_but_a_number_is_refused_as_puid(text: str) -> None:
     with pytest.raises(settings.ConfigError):
         load(PUID=text)
+
+
+def test_secret_files_are_the_program_s_variables_only() -> None:
+    """The frozen loader's own `_PYI_ARCHIVE_FILE` (the init's executable) and the paths the program
+    opens itself are never read as secrets; another `NAME_FILE` is, and is hidden from the program."""
+    loaded = settings.load(
+        {
+            "_PYI_ARCHIVE_FILE": "/opt/init/init",
+            "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+            "OPENAI_API_KEY_FILE": "/run/secrets/openai",
+        },
+        dataclasses.replace(DEFAULTS, path_variables=frozenset({"SSL_CERT_FILE"})),
+        as_root=True,
+    )
+    assert loaded.secret_files == (settings.SecretFile("OPENAI_API_KEY", "/run/secrets/openai"),)
+    assert "OPENAI_API_KEY_FILE" in loaded.variables
+    assert not {"_PYI_ARCHIVE_FILE", "SSL_CERT_FILE"} & loaded.variables

@@ -1,6 +1,7 @@
-"""The hardened Kubernetes overlay, run for real: podman 4.3 plays the very objects that
-`kubectl kustomize deploy/kubernetes/overlays/hardened` renders (a Deployment and its two claims;
-podman has no use for the Service), with the image from the local Docker engine.
+"""The hardened Kubernetes overlay with every opt-in component, run for real: podman 4.3 plays the
+very objects that `kubectl kustomize` renders of them (a Deployment, its two claims and the config
+seed's ConfigMap; podman has no use for the Service, the Ingress and the NetworkPolicy), with the
+image from the local Docker engine.
 
 Its pod must come up as uid 1000 on a read-only root filesystem with no capability, its claims as
 podman volumes, its gateway answering `moltbot-init health`; after `podman kube down` and a second
@@ -30,6 +31,7 @@ from tests.e2e.test_container import MARKER_CONFIG, MARKER_MODEL
 pytestmark = pytest.mark.e2e
 
 HARDENED = REPO / "deploy" / "kubernetes" / "overlays" / "hardened"
+COMPONENTS = REPO / "deploy" / "kubernetes" / "components"
 
 
 def render(workdir: Path, prefix: str, image: str) -> list[dict[str, Any]]:
@@ -39,6 +41,7 @@ def render(workdir: Path, prefix: str, image: str) -> list[dict[str, Any]]:
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [os.path.relpath(HARDENED, workdir)],
+        "components": [os.path.relpath(path, workdir) for path in sorted(COMPONENTS.iterdir())],
         "namePrefix": f"{prefix}-",
         "images": [{"name": "moltbot", "newName": name, "newTag": tag}],
     }
@@ -80,6 +83,8 @@ def test_hardened_overlay_plays_answers_health_and_keeps_its_state_across_down_a
         assert phases["config"]["figures"]["started_as_root"] is False
         assert "ownership" not in phases and phases["privileges"]["figures"]["unwritable"] == []
         assert phases["credentials"]["figures"]["source"] == "generated"
+        # The config seed's ConfigMap, mounted as a file: the first boot's config.
+        assert phases["config_seed"]["figures"]["seeded"] is True
         mounted = pm.mounts(container)
         assert [mounted[path].get("Name") for path in (STATE_DIR, WORKSPACE_DIR)] == claims
 
@@ -93,7 +98,7 @@ def test_hardened_overlay_plays_answers_health_and_keeps_its_state_across_down_a
 
         # podman 4.3 refuses to play a claim whose volume exists; `kubectl apply` would leave it
         # be. The second play is the Deployment alone, on the volumes the first one made.
-        play(manifest, [doc for doc in documents if doc["kind"] == "Deployment"])
+        play(manifest, [doc for doc in documents if doc["kind"] in ("Deployment", "ConfigMap")])
         pm.wait_healthy(container)
         assert pm.podman("exec", container, "cat", TOKEN_FILE, check=True).stdout == token
         kept = pm.podman("exec", container, "cat", f"{GATEWAY_DIR}/openclaw.json", check=True).stdout
@@ -101,6 +106,7 @@ def test_hardened_overlay_plays_answers_health_and_keeps_its_state_across_down_a
         [report] = pm.events(container, "startup_report")
         credentials = next(phase for phase in report["phases"] if phase["name"] == "credentials")
         assert credentials["figures"]["source"] == "file", credentials
+        assert report["phases"][-1]["figures"]["seeded"] is False  # the config is the gateway's now
         output = [line.text for line in pm.lines(container) if line.json() is None]
         assert any(f"agent model: {MARKER_MODEL}" in line for line in output)
     finally:

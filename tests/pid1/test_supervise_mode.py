@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pwd
@@ -133,6 +134,32 @@ def test_gateway_environment_is_its_generation_s_and_hides_the_init_s_own(init: 
     assert not [key for key in env if key.startswith(("MOLTBOT_", "CLAWDBOT_"))]
     assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & env.keys()
     assert not [key for key in env if key.startswith("_PYI_")]
+
+
+def test_umask_and_tz_are_the_gateway_s_while_the_init_s_lines_stay_utc(init: InitRunner) -> None:
+    """UMASK is set in the init before it starts anything (the gateway inherits it); TZ is passed
+    on as it is; the init's own times are UTC whatever TZ says."""
+    with supervised(init, UMASK="0027", TZ="Asia/Kolkata") as running:
+        # The stand-in's pidfile holds its pid in the container's namespace: found by its command.
+        [gateway] = [
+            process
+            for process in psutil.Process(running.init_pid).children(recursive=True)
+            if "healthy.py" in " ".join(process.cmdline())
+        ]
+        status = Path(f"/proc/{gateway.pid}/status").read_text().splitlines()
+        umask = next(line for line in status if line.startswith("Umask:"))
+        env = json.loads(running.envfile.read_text())
+        _, _, stderr = running.stop()
+    assert umask.split() == ["Umask:", "0027"]
+    assert env["TZ"] == "Asia/Kolkata" and "UMASK" not in env
+    lines = parse_lines("\n".join(line for line in stderr.splitlines() if line.startswith("{")))
+    report = next(line for line in lines if line["event"] == "startup_report")
+    assert report["phases"][0]["figures"]["umask"] == "0027"
+    stamps = [line["time"] for line in lines]
+    assert stamps and all(stamp.endswith("Z") for stamp in stamps)
+    # Kolkata is 5 h 30 min off UTC: a local time would be hours away from the clock's UTC.
+    newest = datetime.datetime.strptime(stamps[-1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+    assert abs(datetime.datetime.now(datetime.UTC) - newest) < datetime.timedelta(minutes=10)
 
 
 def test_generated_token_is_0600_owned_by_the_user_and_never_logged(
