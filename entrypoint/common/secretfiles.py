@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import stat
 
-from .settings import ConfigError, SecretFile
+from .settingreader import ConfigError
+from .settings import SecretFile
 
 # A secret is short; a larger file is a mistake (/dev/zero, a log), and one environment string
 # holds 128 KiB at most.

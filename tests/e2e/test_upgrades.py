@@ -2,7 +2,9 @@
 openclaw 2026.1.29 each make their own state; the openclaw 2026.9.6 image takes over it after a
 checkpoint of it; openclaw 2026.1.29 is then held on the newer state and changes nothing; a rollback
 from the new image puts the old state back and the old image answers on it, the newer state set
-aside; a volume too small for the checkpoint holds with both numbers.
+aside; the new release's own preflight judges the state's databases before it runs on them (a
+schema it does not know holds, in its own words); a volume too small for the checkpoint holds
+with both numbers.
 
 Each change of image recreates the container (as `docker compose pull && up -d` does): its logs
 start afresh, its volumes stay."""
@@ -19,6 +21,7 @@ from tests.e2e.test_upgrade_path import LEGACY_CONFIG, answers_http, phase
 
 pytestmark = pytest.mark.e2e
 
+NODE = "1000:1000"  # the image's node: the state's files stay its own
 CREDENTIAL = '{"provider": "e2e", "refresh": "kept-through-upgrades"}'  # the user's, byte for byte
 # The state dir's files and their sha256 (not the gateway's scratch), read from the volume itself.
 HASHES = "cd /v/gateway && find . -type f ! -path './tmp/*' -exec sha256sum {} + | sort -k 2"
@@ -111,6 +114,43 @@ def test_a_new_image_takes_over_an_old_state_after_a_checkpoint_and_a_rollback_g
     aside = f"/v/.moltbot-init/rolled-back/{when}/gateway/openclaw.json"
     moved = throwaway(engine.image, f"sha256sum {aside}", f"{stack.data_volume}:/v")
     assert moved.split()[0] == newer["./openclaw.json"]  # 2026.9.6's state, set aside whole
+
+
+def claim_an_earlier_release(stack: Stack, engine: Engine) -> None:
+    """The state's history made to say that openclaw 2026.9.5 ran on it last (no image of it exists
+    here): the next boot of 2026.9.6 is an upgrade, with a checkpoint and the real preflight."""
+    rewrite = 'sed -i \'s/"2026.9.6"/"2026.9.5"/\' /v/.moltbot-init/releases.json'
+    throwaway(engine.image, rewrite, f"{stack.data_volume}:/v", user=NODE)
+
+
+def test_the_new_release_s_own_preflight_judges_the_state_before_it_runs_on_it(
+    stack: Stack, engine: Engine
+) -> None:
+    on_image(stack, engine)
+    answering(stack)
+    stack.compose("stop", "--timeout", "30")
+    claim_an_earlier_release(stack, engine)
+    on_image(stack, engine)
+    gate = phase(answering(stack), "upgrade")
+    assert gate["figures"]["from"] == "openclaw@2026.9.5", gate
+    assert gate["figures"]["preflight"] == {"state/openclaw.sqlite": "exact"}, gate  # the real CLI's verdict
+    stack.compose("stop", "--timeout", "30")
+
+    # A schema from a release that does not exist yet: 2026.9.6's preflight calls it incompatible.
+    future = (
+        "const { DatabaseSync } = require('node:sqlite');"
+        "const db = new DatabaseSync('/v/gateway/state/openclaw.sqlite');"
+        "db.exec('PRAGMA user_version = 999'); db.close();"
+    )
+    throwaway(engine.image, f'node -e "{future}"', f"{stack.data_volume}:/v", user=NODE)
+    claim_an_earlier_release(stack, engine)
+    on_image(stack, engine)
+    held = stack.wait_event("boot_held", timeout=240)[0]
+    assert "preflight refuses this state" in held["reason"] and "incompatible" in held["reason"], held
+    assert "rollback" in held["how_to_leave"] and "MOLTBOT_UPGRADE_PREFLIGHT=warn" in held["how_to_leave"]
+    health = stack.exec("moltbot-init", "health")
+    assert health.returncode == 1 and "incompatible" in health.stdout
+    assert stack.events("gateway_starting") == []
 
 
 def test_a_volume_without_room_for_the_checkpoint_holds_with_both_numbers(

@@ -158,6 +158,7 @@ def _upgrade(
                 "checkpoint_workspace_left_out", f"{tree.source} is not in the checkpoint: {tree.reason}"
             )
     why = f"before {installed.label}"
+    started = time.monotonic()
     try:
         taken = checkpoint.take(plan.record_dir, previous, trees, why, stop)
     except room.NoRoom as error:
@@ -172,7 +173,13 @@ def _upgrade(
             f"free space on the state volume and restart; or set {setting}=off to start without a checkpoint"
         )
         return Decision(Hold(reason, how_to_leave=how, retry=False))
-    recorder.figures.update(checkpoint=taken.id, checkpoint_bytes=taken.bytes, databases=len(taken.databases))
+    seconds = round(time.monotonic() - started, 3)
+    recorder.figures.update(
+        checkpoint=taken.id,
+        checkpoint_bytes=taken.bytes,
+        checkpoint_seconds=seconds,
+        databases=len(taken.databases),
+    )
     holds = _preflight(plan, recorder, taken)
     if holds is None:
         _record(plan, history, installed)

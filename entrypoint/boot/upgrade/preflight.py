@@ -48,18 +48,26 @@ def check(plan: PreflightPlan, state: str, record_dir: str) -> list[Verdict]:
         verdicts = []
         shared = os.path.join(state, plan.state_db)
         if os.path.isfile(shared):
-            verdicts.append(_run(plan, plan.state_argv, shared, "", scratch))
+            verdicts.append(_run(plan, plan.state_argv, (state, plan.state_db), "", scratch))
         prefix, _, suffix = plan.agent_dbs.partition("*")
         for path in sorted(glob.glob(os.path.join(glob.escape(state), plan.agent_dbs))):
-            agent = os.path.relpath(path, state)[len(prefix) : -len(suffix) or None]
-            verdicts.append(_run(plan, plan.agent_argv, path, agent, scratch))
+            rel = os.path.relpath(path, state)
+            agent = rel[len(prefix) : -len(suffix) or None]
+            verdicts.append(_run(plan, plan.agent_argv, (state, rel), agent, scratch))
         return verdicts
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(plan: PreflightPlan, argv: tuple[str, ...], database: str, agent: str, scratch: str) -> Verdict:
+def _run(
+    plan: PreflightPlan, argv: tuple[str, ...], located: tuple[str, str], agent: str, scratch: str
+) -> Verdict:
+    """The verdict on the database at `located` ((the state tree, its path in it): the path names
+    the verdict, as each agent's database has the same file name)."""
     import subprocess  # only an upgrade asks the CLI anything
+
+    state, name = located
+    database = os.path.join(state, name)
 
     shutil.rmtree(scratch, ignore_errors=True)
     for directory in ("state", "home"):
@@ -69,7 +77,6 @@ def _run(plan: PreflightPlan, argv: tuple[str, ...], database: str, agent: str, 
     env = {**plan.env, "HOME": os.path.join(scratch, "home")}
     env.update({name: os.path.join(scratch, "state") for name in plan.state_dir_env})
     command = [copy if arg == "PATH" else agent if arg == "AGENT" else arg for arg in argv]
-    name = os.path.basename(database)
     try:
         process = subprocess.Popen(
             command,

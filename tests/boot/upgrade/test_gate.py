@@ -12,7 +12,17 @@ import pytest
 
 from entrypoint.common import checkpoints, releases
 from entrypoint.common.releases import History, Ran, Release
-from tests.boot.upgrade.helpers import NEW, OLD, ROLLBACK, events, gate, gateway_state, layout, plan_for
+from tests.boot.upgrade.helpers import (
+    NEW,
+    OLD,
+    ROLLBACK,
+    database,
+    events,
+    gate,
+    gateway_state,
+    layout,
+    plan_for,
+)
 
 
 def history_of(root: Path) -> History | None:
@@ -48,19 +58,25 @@ def test_an_upgrade_takes_a_checkpoint_asks_the_new_release_then_records_it(tmp_
     record(tmp_path, OLD)
     state = layout(tmp_path)[0]
     gateway_state(state)
+    database(state / "agents" / "ops" / "agent" / "openclaw-agent.sqlite", 3, version=7)  # a second agent
     log = tmp_path / "preflight.log"
     result = gate(plan_for(tmp_path, NEW, log=log))
     assert result.holds is None and result.after_start is not None
     [taken] = checkpoints.listing(str(tmp_path / "volume" / ".moltbot-init"))
     assert taken.release == OLD and taken.id.startswith("openclaw-2026.1.29-")
     assert result.figures["checkpoint"] == taken.id
-    assert result.figures["preflight"] == {"openclaw.sqlite": "exact", "openclaw-agent.sqlite": "exact"}
+    assert result.figures["preflight"] == {  # each database by its path: the agents' share a file name
+        "state/openclaw.sqlite": "exact",
+        "agents/main/agent/openclaw-agent.sqlite": "exact",
+        "agents/ops/agent/openclaw-agent.sqlite": "exact",
+    }
     # The new release read copies: consolidated (no sidecar), of the old release's versions, with its
     # state dir and HOME in a scratch directory, never the live ones.
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(call["command"], call["agent"], call["user_version"]) for call in calls] == [
         ("preflight", None, 18),
         ("preflight-agent", "main", 7),
+        ("preflight-agent", "ops", 7),
     ]
     assert all(call["sidecars"] == [] for call in calls)
     assert all(
