@@ -237,6 +237,14 @@ class Supervised:
             timeout=timeout,
         )
 
+    def health_once_listening(self, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """`health`, asked again until it passes or `timeout`: a program is running some time
+        before it listens (a loaded machine stretches that), and `health` says so until then."""
+        deadline = time.monotonic() + timeout
+        while (answer := self.init_command("health")).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return answer
+
     def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.init_command("supervisorctl", *args)
 

@@ -447,7 +447,7 @@ def test_user_1000_skips_root_steps_and_warns_about_unwritable_volume(stack: Sta
 
     report = stack.wait_event("startup_report")[0]
     names = [item["name"] for item in report["phases"]]
-    assert names == ["config", "prepare", "migration", "privileges", "credentials"], names
+    assert names == ["config", "prepare", "migration", "privileges", "upgrade", "credentials"], names
     assert not ROOT_ONLY_PHASES & set(names)
     privileges = phase(report, "privileges")
     assert privileges["figures"]["started_as_root"] is False

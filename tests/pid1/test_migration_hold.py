@@ -65,7 +65,7 @@ def test_no_room_holds_with_both_numbers_and_a_restart_with_room_migrates_and_st
     again = supervised(gateway, MOLTBOT_GATEWAY_PORT=str(port))
     try:
         again.wait_for("gateway_running")
-        healthy = again.init_command("health")
+        healthy = again.health_once_listening()
     finally:
         assert again.terminate() == 0
     migration = next(p for p in again.events("startup_report")[0]["phases"] if p["name"] == "migration")

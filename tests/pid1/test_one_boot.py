@@ -29,7 +29,7 @@ def test_beside_a_live_init_a_boot_is_refused_with_the_tools_and_the_run_dir_unt
         before = {path.name: path.read_bytes() for path in running.run_dir.iterdir() if path.is_file()}
         refused = running.init_command(*args)
         after = {path.name: path.read_bytes() for path in running.run_dir.iterdir() if path.is_file()}
-        still = running.init_command("health")
+        still = running.health_once_listening()
     finally:
         assert running.terminate() == 0
     assert refused.returncode == 64 and refused.stdout == ""
