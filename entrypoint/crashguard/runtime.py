@@ -134,7 +134,10 @@ class Runtime:
             return
         if saved.state == State.HELD and self._written_for_this_boot(saved):
             reason, retry = saved.held_reason or "held at boot", saved.retry_at is not None
-            self._apply(self.guard.hold(reason, self.clock(), retry=retry, how_to_leave=saved.how_to_leave))
+            held = self.guard.hold(
+                reason, saved.held_cause, self.clock(), retry=retry, how_to_leave=saved.how_to_leave
+            )
+            self._apply(held)
 
     def _written_for_this_boot(self, saved: Snapshot) -> bool:
         """A held state the init wrote for this boot, not one left in a kept run dir."""

@@ -18,6 +18,7 @@ from ..common import guardplan, guardstate, ledger, log, rundir
 from ..common import report as reporting
 from ..common.exits import Exit, by_signal
 from ..common.guardplan import GuardPlan
+from ..common.guardstate import HoldCause
 from ..common.plans import Booted, Hold, StopFlag
 from ..common.report import PhaseResult
 from ..common.settings import Settings
@@ -123,7 +124,7 @@ def _hold(plan: Pid1Plan, booted: Booted, now: float) -> Hold | None:
     streak = ledger.hold_reason(
         plan.guard.ledger_path, restart.crashloop_burst, restart.crashloop_window_s, now
     )
-    return None if streak is None else Hold(f"boot ledger: {streak}")
+    return None if streak is None else Hold(f"boot ledger: {streak}", HoldCause.BOOT_LOOP)
 
 
 def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readiness: Readiness | None) -> int:
@@ -141,6 +142,7 @@ def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readines
             "boot_held",
             f"{program.name} not started: {hold.reason}; {how}",
             reason=hold.reason,
+            cause=hold.cause,
             how_to_leave=how,
         )
     try:
