@@ -16,13 +16,13 @@ from __future__ import annotations
 import enum
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from . import environment, users
 from .log import LOG_FORMATS, LOG_LEVELS
 from .plans import CrashLoopAction, MigrationMode, OwnershipMode, RestartPolicy, TargetUser
+from .reading import ConfigError, Reader, absolute
 
 
 class Name(enum.StrEnum):
@@ -57,6 +57,7 @@ class Name(enum.StrEnum):
     CHECKPOINT_WORKSPACE_MAX_MB = "CHECKPOINT_WORKSPACE_MAX_MB"
     ALLOW_DOWNGRADE = "ALLOW_DOWNGRADE"
     CONFIG_SEED = "CONFIG_SEED"
+    METRICS_ADDRESS = "METRICS_ADDRESS"
 
 
 # linuxserver's names, unprefixed.
@@ -72,17 +73,6 @@ FILE_SUFFIX = "_FILE"
 _FORBIDDEN_TREES = ("/etc", "/usr", "/bin", "/sbin", "/proc", "/sys", "/dev", "/boot")
 # ... while these are refused only themselves: /run/<app> and /var/lib/<app> are the usual volumes.
 _FORBIDDEN_EXACT = ("/", "/run", "/var")
-
-T = TypeVar("T")
-Choice = TypeVar("Choice", bound=enum.StrEnum)
-
-
-class ConfigError(ValueError):
-    def __init__(self, setting: str, value: str, accepted: str, *, secret: bool = False) -> None:
-        self.setting = setting
-        self.value = "<redacted>" if secret else value
-        self.accepted = accepted
-        super().__init__(f"{setting}={self.value!r} is invalid; accepted: {accepted}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +130,8 @@ class Settings:
     after_repair: str
     # The program's first config, copied into its state dir when it has none; empty: none.
     config_seed: str
+    # Where supervisord's process serves the metrics over HTTP, (host, port); None: it does not.
+    metrics_address: tuple[str, int] | None
     # The file mode creation mask of the init and all it starts; None: the one it was started with.
     umask: int | None
     # The variables whose values are read from files (by `secretfiles.read`).
@@ -178,75 +170,7 @@ def forbidden_root(path: str) -> bool:
     return False
 
 
-class _Reader:
-    """Reads one setting at a time, raising ConfigError with the full variable name."""
-
-    def __init__(self, environ: Mapping[str, str], prefix: str) -> None:
-        self.environ = environ
-        self.prefix = prefix
-        self.keys: set[str] = set()
-
-    def raw(self, name: str, default: str, *, prefixed: bool = True) -> tuple[str, str]:
-        key = self.prefix + name if prefixed else name
-        self.keys.add(key)
-        return key, self.environ.get(key, default)
-
-    def choice(self, name: str, choices: type[Choice], default: Choice) -> Choice:
-        key, value = self.raw(name, default)
-        for choice in choices:
-            if value.lower() == choice:
-                return choice
-        raise ConfigError(key, value, "one of " + ", ".join(choices))
-
-    def word(self, name: str, words: tuple[str, ...], default: str) -> str:
-        key, value = self.raw(name, default)
-        if value.lower() in words:
-            return value.lower()
-        raise ConfigError(key, value, "one of " + ", ".join(words))
-
-    def path(self, name: str, default: str) -> str:
-        key, value = self.raw(name, default)
-        return _absolute(key, value, value)
-
-    def optional_path(self, name: str) -> str:
-        """An absolute path, or empty when unset."""
-        key, value = self.raw(name, "")
-        return _absolute(key, value, value) if value else ""
-
-    def paths(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        key, value = self.raw(name, ":".join(default))
-        return tuple(_absolute(key, value, item) for item in value.split(":") if item)
-
-    def number(
-        self, name: str, default: T, convert: Callable[[str], T], accepted: str, valid: Callable[[T], bool]
-    ) -> T:
-        key, value = self.raw(name, str(default))
-        try:
-            parsed = convert(value)
-        except ValueError:
-            parsed = None
-        if parsed is None or not valid(parsed):
-            raise ConfigError(key, value, accepted)
-        return parsed
-
-    def seconds(self, name: str, default: float) -> float:
-        return self.number(name, default, float, "a number of seconds greater than 0", lambda v: 0 < v < 1e9)
-
-    def flag(self, name: str) -> bool:
-        """Off by default; `1`, `true`, `yes` turn it on, `0`, `false`, `no` keep it off."""
-        return self.word(name, ("0", "1", "false", "true", "no", "yes"), "0") in ("1", "true", "yes")
-
-    def count(self, name: str, default: int) -> int:
-        return self.number(name, default, int, "a whole number of at least 1", lambda v: v >= 1)
-
-
-def _absolute(key: str, value: str, path: str) -> str:
-    if not os.path.isabs(path):
-        raise ConfigError(key, value, "an absolute path (starting with /)")
-    return os.path.normpath(path)
-
-
-def _optional_id(reader: _Reader, name: str) -> int | None:
+def _optional_id(reader: Reader, name: str) -> int | None:
     key, value = reader.raw(name, "", prefixed=False)
     if value == "":
         return None
@@ -256,7 +180,7 @@ def _optional_id(reader: _Reader, name: str) -> int | None:
     return parsed
 
 
-def _target_user(reader: _Reader, default_spec: str, as_root: bool) -> TargetUser:
+def _target_user(reader: Reader, default_spec: str, as_root: bool) -> TargetUser:
     key, spec = reader.raw(Name.USER, default_spec)
     uid_override = _optional_id(reader, PUID)
     gid_override = _optional_id(reader, PGID)
@@ -278,7 +202,7 @@ def _resolve(key: str, spec: str, uid: int | None, gid: int | None) -> TargetUse
         ) from None
 
 
-def _command(reader: _Reader, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+def _command(reader: Reader, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
     """A command line setting; an empty value is the default."""
     key, value = reader.raw(name, "")
     if value == "":
@@ -292,7 +216,7 @@ def _command(reader: _Reader, name: str, default: tuple[str, ...] = ()) -> tuple
     return argv
 
 
-def _umask(reader: _Reader) -> int | None:
+def _umask(reader: Reader) -> int | None:
     key, value = reader.raw(UMASK, "", prefixed=False)
     if value == "":
         return None
@@ -301,7 +225,7 @@ def _umask(reader: _Reader) -> int | None:
     return int(value, 8)
 
 
-def _secret_files(reader: _Reader, kept: frozenset[str]) -> tuple[SecretFile, ...]:
+def _secret_files(reader: Reader, kept: frozenset[str]) -> tuple[SecretFile, ...]:
     """Every `NAME_FILE` the program would get but those in `kept` (not the frozen loader's own
     `_PYI_ARCHIVE_FILE`), checked, not read. Runs after every other setting was read: a setting of
     the init's own is never read from a file."""
@@ -320,13 +244,13 @@ def _secret_files(reader: _Reader, kept: frozenset[str]) -> tuple[SecretFile, ..
             )
         if reader.environ.get(name):
             raise ConfigError(variable, path, f"either {name} or {variable}, not both")
-        found.append(SecretFile(name, _absolute(variable, path, path)))
+        found.append(SecretFile(name, absolute(variable, path, path)))
     return tuple(found)
 
 
 def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None = None) -> Settings:
     as_root = os.geteuid() == 0 if as_root is None else as_root
-    read = _Reader(environ, defaults.env_prefix)
+    read = Reader(environ, defaults.env_prefix)
     settings = Settings(
         env_prefix=defaults.env_prefix,
         log_format=read.word(Name.LOG_FORMAT, LOG_FORMATS, "json"),
@@ -382,6 +306,7 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             allow_downgrade=read.flag(Name.ALLOW_DOWNGRADE),
         ),
         config_seed=read.optional_path(Name.CONFIG_SEED),
+        metrics_address=read.listen_address(Name.METRICS_ADDRESS),
         umask=_umask(read),
         secret_files=_secret_files(read, defaults.path_variables),  # after every setting of the init's
         variables=frozenset(read.keys),  # last: every setting above has been read
