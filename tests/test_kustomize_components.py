@@ -174,12 +174,16 @@ def test_tmp_holds_the_gateway_s_rotated_file_log_off_the_memory_limit() -> None
     assert "volumes" not in repair["spec"]["template"]["spec"]  # the repair overlay keeps them
 
 
-def test_the_metrics_component_listens_on_a_named_port_and_annotates_the_pod_for_scraping(
+def test_the_metrics_component_listens_annotates_the_pod_and_names_the_service_port(
     tmp_path: Path,
 ) -> None:
-    [deployment] = render(tmp_path)["Deployment"]
+    objects = render(tmp_path)
+    [deployment], [service] = objects["Deployment"], objects["Service"]
     assert env(deployment)["MOLTBOT_METRICS_ADDRESS"] == ":9800"
-    assert {"name": "metrics", "containerPort": 9800, "protocol": "TCP"} in container(deployment)["ports"]
+    assert "ports" not in container(deployment)  # podman's kube play would publish it on the host
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert (ports["metrics"]["port"], ports["metrics"]["targetPort"]) == (9800, 9800)
+    assert ports["gateway"]["port"] == 18789
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "9800")
     assert annotations["prometheus.io/path"] == "/metrics"
