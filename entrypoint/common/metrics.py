@@ -73,7 +73,7 @@ def _program(ns: str, snapshot: Snapshot | None, now: float) -> Iterator[Family]
     yield labelled(
         f"{ns}_gateway_restarts_total",
         "counter",
-        "Starts of the gateway after the first: by the crash guard after an exit nobody asked for "
+        "Starts of the gateway but the boot's own: by the crash guard after an exit nobody asked for "
         "(crash), asked for by the gateway (requested), by an operator (operator)",
         "cause",
         snapshot.restarts_by_cause().items(),
