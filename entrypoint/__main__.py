@@ -37,7 +37,12 @@ class Subcommand:
 
 # The init's subcommands, each with its help. Any other first word boots (see the help's first lines).
 SUBCOMMANDS = {
-    "status": Subcommand(commands.status, "[--json]", "what the boot did and how the gateway is", True),
+    "status": Subcommand(
+        commands.status,
+        "[--json | --prometheus]",
+        "what the boot did and how the gateway is (--prometheus: as metrics)",
+        True,
+    ),
     "health": Subcommand(
         commands.health,
         "[--startup | --ready] [--timeout S]",

@@ -42,6 +42,8 @@ def status(args: list[str]) -> int:
     from .tools import status as report
 
     loaded = wiring.load_settings(drops_privileges=False)
+    if "--prometheus" in args:
+        return report.prometheus(loaded.run_dir, wiring.METRICS_NAMESPACE)
     return report.main(loaded, wiring.PROGRAM_NAME, wiring.record_dir(loaded), as_json="--json" in args)
 
 

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 INIT_NAME = f"{profile.APP_NAME}-init"
 APP_NAME = profile.APP_NAME
 PROGRAM_NAME = profile.PROGRAM_NAME
+# The first word of every metric's name (`moltbot_gateway_up`).
+METRICS_NAMESPACE = profile.APP_NAME
 # What the init's help says of the profile, in one sentence.
 ABOUT = (
     f"As root it creates and repairs the state, workspace and run directories, migrates legacy state\n"
@@ -193,10 +195,11 @@ def cli(generation: profile.Generation, loaded: settings.Settings, args: list[st
 
 
 def guard_plan(loaded: settings.Settings) -> GuardPlan:
-    """The crash guard's orders: the restart policy, and the gateway's contract with a supervisor
-    (its restart handoffs, asked through its CLI; the refusal to start it waits out)."""
+    """The crash guard's orders: the restart policy, the gateway's contract with a supervisor
+    (its restart handoffs, asked through its CLI; the refusal to start it waits out), and the
+    metrics supervisord's process publishes."""
     from .common import cgroup
-    from .common.guardplan import GuardPlan, HandoffPlan, LeaseRule
+    from .common.guardplan import GuardPlan, HandoffPlan, LeaseRule, MetricsPlan
 
     cli_argv, memory = loaded.program_cli, cgroup.find()
     manifest = next(_manifests(), {})
@@ -220,6 +223,9 @@ def guard_plan(loaded: settings.Settings) -> GuardPlan:
             profile.OWNER_LEASE_REFUSALS, profile.OWNER_LEASE_RETRY_S, profile.OWNER_LEASE_WAIT_S
         ),
         oom_kills_at_boot=memory.oom_kills() if memory else None,
+        metrics=MetricsPlan(
+            METRICS_NAMESPACE, loaded.variable(settings.Name.METRICS_ADDRESS), loaded.metrics_address
+        ),
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.common import rundir
-from entrypoint.common.guardplan import GuardPlan, HandoffPlan, LeaseRule
+from entrypoint.common.guardplan import GuardPlan, HandoffPlan, LeaseRule, MetricsPlan
 from entrypoint.common.plans import CrashLoopAction, RestartPolicy
 from tests.conftest import InitRunner, namespace_init_pid
 
@@ -72,6 +72,7 @@ def guard_plan(
     handoff: HandoffPlan | None = None,
     lease: LeaseRule | None = None,
     oom_kills_at_boot: int | None = None,
+    metrics: MetricsPlan | None = None,
     **chosen: Any,
 ) -> GuardPlan:
     """The crash guard's orders for a program named `gateway`, with the policy `policy(**chosen)`."""
@@ -85,6 +86,7 @@ def guard_plan(
         handoff,
         lease or LeaseRule(),
         oom_kills_at_boot,
+        metrics,
     )
 
 

@@ -1,5 +1,5 @@
 """deploy/kubernetes's labels and opt-in components (`components/`: ingress, network-policy,
-config-seed), rendered on top of each overlay with `kubectl kustomize` and checked without a
+config-seed, metrics), rendered on top of each overlay with `kubectl kustomize` and checked without a
 cluster: every object passes the schemas (strict), the recommended labels are on every object of
 the base and only the stable ones are in the selectors, a second copy in the same namespace shares
 no selector with the first, and each component does what its comments say.
@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.test_manifests import KUBERNETES, REPO, VERSIONS, container, rendered
+from tests.test_manifests import KUBERNETES, REPO, VERSIONS, container, env, rendered
 
 COMPONENTS = sorted(path.parent for path in (KUBERNETES / "components").rglob("kustomization.yaml"))
 OVERLAYS = ("hardened", "repair")
@@ -48,8 +48,8 @@ def render(workdir: Path, overlay: str = "hardened", **extra: Any) -> dict[str, 
     return by_kind
 
 
-def test_the_three_components() -> None:
-    assert [path.name for path in COMPONENTS] == ["config-seed", "ingress", "network-policy"]
+def test_the_four_components() -> None:
+    assert [path.name for path in COMPONENTS] == ["config-seed", "ingress", "metrics", "network-policy"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -172,3 +172,18 @@ def test_tmp_holds_the_gateway_s_rotated_file_log_off_the_memory_limit() -> None
     assert size and int(size.group(1)) << 30 > 12 * 100 * 1024 * 1024
     repair = yaml.safe_load((KUBERNETES / "overlays" / "repair" / "root-steps.yaml").read_text())
     assert "volumes" not in repair["spec"]["template"]["spec"]  # the repair overlay keeps them
+
+
+def test_the_metrics_component_listens_annotates_the_pod_and_names_the_service_port(
+    tmp_path: Path,
+) -> None:
+    objects = render(tmp_path)
+    [deployment], [service] = objects["Deployment"], objects["Service"]
+    assert env(deployment)["MOLTBOT_METRICS_ADDRESS"] == ":9800"
+    assert "ports" not in container(deployment)  # podman's kube play would publish it on the host
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert (ports["metrics"]["port"], ports["metrics"]["targetPort"]) == (9800, 9800)
+    assert ports["gateway"]["port"] == 18789
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "9800")
+    assert annotations["prometheus.io/path"] == "/metrics"

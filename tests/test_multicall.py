@@ -110,6 +110,9 @@ def test_help_and_version_answer_without_booting(init: InitRunner) -> None:
         ("MOLTBOT_CHOWN_PATHS", "/etc"),
         ("MOLTBOT_GATEWAY_COMMAND", "'unterminated"),
         ("MOLTBOT_CONFIG_SEED", "seed/openclaw.json"),
+        ("MOLTBOT_METRICS_ADDRESS", "localhost:9800"),
+        ("MOLTBOT_METRICS_ADDRESS", "0.0.0.0:70000"),
+        ("MOLTBOT_METRICS_ADDRESS", "::1:9800"),
     ],
 )
 def test_invalid_setting_exits_78_with_exactly_one_json_line_naming_it(

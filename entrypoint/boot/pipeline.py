@@ -18,6 +18,7 @@ from dataclasses import replace
 from ..common import environment, log
 from ..common import report as reporting
 from ..common.exits import Exit, by_signal
+from ..common.guardstate import HoldCause
 from ..common.plans import Booted, BootPlan, Hold, StopFlag
 from ..common.report import PhaseResult
 from . import after_repair, credentials, migration, ownership, preflight, prepare, privileges, seed, upgrade
@@ -83,6 +84,7 @@ class _Boot:
             program, setting = plan.program.name, plan.migration.mode_setting
             self.hold = Hold(
                 f"the old state was not migrated: {reason}",
+                HoldCause.MIGRATION,
                 how_to_leave=f"restart the container once the cause is fixed, to migrate; or set "
                 f"{setting}=off and restart, to start without the old state; or run `supervisorctl "
                 f"start {program}` to start it once as it is, without the old state",
@@ -157,7 +159,7 @@ class _Boot:
         upgraded = self.record("upgrade", lambda: upgrade.run(plan, self.stop))
         if not isinstance(upgraded, upgrade.UpgradeResult):  # it crashed: no way back was made
             reason = f"the upgrade phase failed: {upgraded.warnings[0]['message']}"
-            self.hold = Hold(reason, retry=False)
+            self.hold = Hold(reason, HoldCause.UPGRADE_FAILED, retry=False)
             return
         self.hold = upgraded.holds
         if upgraded.after_start is not None:

@@ -1,6 +1,7 @@
 """The crash guard's orders (`rundir.GUARD_PLAN`): which program it guards, with which
 restart policy, where the boot ledger is, how to log, how to ask the program whether an exit was a
-restart it requested, and which refusals of the program to wait out.
+restart it requested, which refusals of the program to wait out, and what supervisord's process
+publishes of the metrics.
 
 Who uses it: the init (PID 1, as the target user) writes it before it starts supervisord; the crash
 guard, started by supervisord as the target user, reads it first thing. The guard does not read the
@@ -49,6 +50,17 @@ class LeaseRule:
 
 
 @dataclass(frozen=True)
+class MetricsPlan:
+    """The metrics supervisord's process publishes: their names' `namespace` (the application's),
+    always as the run dir's textfile, and over HTTP on `listen` (host, port) when it is set, which
+    the variable `setting` does (named when the address cannot be listened on)."""
+
+    namespace: str
+    setting: str
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
 class GuardPlan:
     program: str
     policy: RestartPolicy
@@ -60,6 +72,7 @@ class GuardPlan:
     # The memory cgroup's OOM-kill count as the boot began (None: no memory cgroup): an OOM kill of
     # the program's first run is told from it, whenever the guard hears of that run.
     oom_kills_at_boot: int | None = None
+    metrics: MetricsPlan | None = None  # None: none are published (a test's guard)
 
 
 def write(run_dir: str, plan: GuardPlan) -> None:
@@ -85,6 +98,14 @@ def _handoff(data: Any) -> HandoffPlan | None:
     )
 
 
+def _metrics(data: Any) -> MetricsPlan | None:
+    if data is None:
+        return None
+    listen = data["listen"]
+    address = None if listen is None else (str(listen[0]), int(listen[1]))
+    return MetricsPlan(str(data["namespace"]), str(data["setting"]), address)
+
+
 def read(run_dir: str) -> GuardPlan | None:
     """The plan the init wrote, or None when there is none or it is not one."""
     data = rundir.read_json(run_dir, rundir.GUARD_PLAN)
@@ -103,6 +124,7 @@ def read(run_dir: str) -> GuardPlan | None:
             handoff=_handoff(data.get("handoff")),
             lease=LeaseRule(_strings(lease["markers"]), float(lease["retry_s"]), float(lease["wait_max_s"])),
             oom_kills_at_boot=int_or_none(data["oom_kills_at_boot"]),
+            metrics=_metrics(data.get("metrics")),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, IndexError):
         return None

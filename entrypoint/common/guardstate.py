@@ -12,10 +12,12 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import log, rundir
-from .plans import Hold
+
+if TYPE_CHECKING:  # plans.py imports this module (a hold's cause)
+    from .plans import Hold
 
 
 class State(enum.StrEnum):
@@ -39,6 +41,29 @@ NOT_RUNNING = frozenset(
     {State.BACKOFF, State.HANDOFF, State.WAITING, State.HELD, State.REFUSED, State.STOPPED}
 )
 HOLDING = frozenset({State.HELD, State.REFUSED})
+
+
+class HoldCause(enum.StrEnum):
+    """Why the program is held, from a fixed set (the words for people are `held_reason`): what
+    metrics label a hold with, so that an alert can tell a crash loop from a full volume."""
+
+    CRASH_LOOP = "crash_loop"  # too many unexpected exits in the window, or the attempt after it failed
+    CONFIG_REFUSED = "config_refused"  # it exited with EX_CONFIG: a config or state it rejects
+    BOOT_LOOP = "boot_loop"  # the container keeps being restarted into refusals (the boot ledger)
+    MIGRATION = "migration"  # the old state was not migrated
+    DOWNGRADE = "downgrade"  # an older release than the newest that ran on the state
+    CHECKPOINT_NO_SPACE = "checkpoint_no_space"  # no room for the checkpoint an upgrade takes first
+    PREFLIGHT_REFUSED = "preflight_refused"  # the new release's own preflight refuses the state
+    STATE_BUSY = "state_busy"  # another process holds the state (a rollback, a second container)
+    UPGRADE_FAILED = "upgrade_failed"  # the upgrade gate could not finish
+
+
+class RestartCause(enum.StrEnum):
+    """Why the program was started again, from a fixed set: what metrics label a restart with."""
+
+    CRASH = "crash"  # by the guard, after an exit nobody asked for (a crash, an OOM kill, a refusal)
+    REQUESTED = "requested"  # the program asked for it (a restart handoff it wrote)
+    OPERATOR = "operator"  # an operator started it (`supervisorctl start`, `restart`)
 
 
 def leave_hold_hint(program: str) -> str:
@@ -82,11 +107,16 @@ class Snapshot:
     running_since: float | None = None
     restarts: int = 0  # started again by the guard after an exit it did not expect
     requested_restarts: int = 0  # restarts the program asked for (restart handoffs)
+    operator_restarts: int = 0  # starts by an operator (a start that leaves a hold among them)
+    oom_kills: int = 0  # exits the guard told from the memory cgroup's OOM-kill count
+    last_exit_code: int | None = None  # of the last exit (-1: killed by a signal; None: none yet)
+    backoff_s: float = 0.0  # time spent in BACKOFF, up to `since` when it is there now
     backoff_attempt: int = 0
     delay_s: float | None = None
     restart_at: float | None = None
     exits: tuple[ExitRecord, ...] = field(default=())
     held_reason: str | None = None
+    held_cause: HoldCause | None = None  # HELD, REFUSED: `held_reason` as one of a fixed set
     how_to_leave: str | None = None  # HELD: the way out, when it is not the usual one
     retry_at: float | None = None  # HELD: when the one attempt after the cool-down is due
     retrying: bool = False  # that attempt runs: an unexpected exit holds again at once
@@ -108,11 +138,16 @@ class Snapshot:
             "running_since": _rounded(self.running_since),
             "restarts": self.restarts,
             "requested_restarts": self.requested_restarts,
+            "operator_restarts": self.operator_restarts,
+            "oom_kills": self.oom_kills,
+            "last_exit_code": self.last_exit_code,
+            "backoff_s": round(self.backoff_s, 3),
             "backoff_attempt": self.backoff_attempt,
             "delay_s": self.delay_s,
             "restart_at": _rounded(self.restart_at),
             "exits": [record.to_dict() for record in self.exits],
             "held_reason": self.held_reason,
+            "held_cause": self.held_cause,
             "how_to_leave": self.how_to_leave,
             "retry_at": _rounded(self.retry_at),
             "retry_at_time": None if self.retry_at is None else log.rfc3339(self.retry_at),
@@ -144,11 +179,16 @@ class Snapshot:
             running_since=_float_or_none(data.get("running_since")),
             restarts=int_or_none(data.get("restarts")) or 0,
             requested_restarts=int_or_none(data.get("requested_restarts")) or 0,
+            operator_restarts=int_or_none(data.get("operator_restarts")) or 0,
+            oom_kills=int_or_none(data.get("oom_kills")) or 0,
+            last_exit_code=int_or_none(data.get("last_exit_code")),
+            backoff_s=_float_or_none(data.get("backoff_s")) or 0.0,
             backoff_attempt=int_or_none(data.get("backoff_attempt")) or 0,
             delay_s=_float_or_none(data.get("delay_s")),
             restart_at=_float_or_none(data.get("restart_at")),
             exits=tuple(record for item in data.get("exits") or () if (record := ExitRecord.from_dict(item))),
             held_reason=_str_or_none(data.get("held_reason")),
+            held_cause=_cause_or_none(data.get("held_cause")),
             how_to_leave=_str_or_none(data.get("how_to_leave")),
             retry_at=_float_or_none(data.get("retry_at")),
             retrying=data.get("retrying") is True,
@@ -160,6 +200,17 @@ class Snapshot:
             supervisord_pid=int_or_none(data.get("supervisord_pid")),
             supervisord_started=_float_or_none(data.get("supervisord_started")),
         )
+
+    def restarts_by_cause(self) -> dict[RestartCause, int]:
+        return {
+            RestartCause.CRASH: self.restarts,
+            RestartCause.REQUESTED: self.requested_restarts,
+            RestartCause.OPERATOR: self.operator_restarts,
+        }
+
+    def time_in_backoff(self, now: float) -> float:
+        """All the time spent in BACKOFF, the current stay in it included."""
+        return self.backoff_s + (max(0.0, now - self.since) if self.state == State.BACKOFF else 0.0)
 
     def describe(self, program: str | None = None) -> str:
         """One line, for sd_notify's `STATUS=` and for people."""
@@ -204,6 +255,7 @@ def hold_at_boot(run_dir: str, program: str, hold: Hold, now: float) -> Snapshot
         State.HELD,
         now,
         held_reason=hold.reason,
+        held_cause=hold.cause,
         how_to_leave=hold.how_to_leave,
         # Written as "a retry is due" only: the guard, which owns the cool-down, sets the time.
         retry_at=now if hold.retry else None,
@@ -240,6 +292,13 @@ def _float_or_none(value: Any) -> float | None:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _cause_or_none(value: Any) -> HoldCause | None:
+    try:
+        return HoldCause(value)
+    except ValueError:  # none, or a cause this version does not know
+        return None
 
 
 def _rounded(value: float | None) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .guardstate import HoldCause
 from .releases import Release
 
 if TYPE_CHECKING:  # settings.py and report.py import this module
@@ -235,12 +236,13 @@ class StopFlag:
 
 @dataclass(frozen=True)
 class Hold:
-    """A decision, before supervisord starts, that the program is not started: why, its own way
-    out (None: the usual one, `supervisorctl start`), and whether the crash guard tries once more
-    after its cool-down (a cause that may pass, as boots that keep failing; never a state that is
-    not the user's)."""
+    """A decision, before supervisord starts, that the program is not started: why (in words, and
+    as one of a fixed set of causes), its own way out (None: the usual one, `supervisorctl start`),
+    and whether the crash guard tries once more after its cool-down (a cause that may pass, as
+    boots that keep failing; never a state that is not the user's)."""
 
     reason: str
+    cause: HoldCause
     how_to_leave: str | None = None
     retry: bool = True
 

@@ -30,6 +30,12 @@ GUARD_STATE = "crashguard.json"
 STOPPING_MARKER = "stopping"
 # Written by the crash guard when it refuses with the `exit` action: the init's exit code.
 EXIT_CODE = "exit-code"
+# Written by PID 1 as it reaps: how many processes it has reaped that were not its child supervisord
+# (orphans the program's own children left behind), a number, as the metrics say it.
+ZOMBIES_REAPED = "zombies-reaped"
+# Written by the crash guard after each change (common/metrics.py owns its format): for node
+# exporter's textfile collector, which reads `*.prom`.
+METRICS_TEXTFILE = "metrics.prom"
 # Locked by the init that boots with this run dir, for its whole life (`claim`).
 INSTANCE_LOCK = "init.lock"
 
@@ -150,15 +156,25 @@ def read_json(run_dir: str, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def read_exit_code(run_dir: str) -> int | None:
-    """The code the crash guard asked the init to exit with, if it asked."""
+def read_number(run_dir: str, name: str) -> int | None:
+    """A run-dir file that holds one whole number (`EXIT_CODE`, `ZOMBIES_REAPED`), or None."""
     try:
-        with open(os.path.join(run_dir, EXIT_CODE), encoding="ascii") as handle:
+        with open(os.path.join(run_dir, name), encoding="ascii") as handle:
             return int(handle.read().strip())
     except (OSError, ValueError):
         return None
 
 
+def write_number(run_dir: str, name: str, number: int) -> None:
+    """Replace a run-dir file with one whole number. Raises OSError."""
+    replace_file(os.path.join(run_dir, name), f"{number}\n".encode("ascii"))
+
+
+def read_exit_code(run_dir: str) -> int | None:
+    """The code the crash guard asked the init to exit with, if it asked."""
+    return read_number(run_dir, EXIT_CODE)
+
+
 def write_exit_code(run_dir: str, code: int) -> None:
     """Ask the init to exit with `code` once supervisord is gone. Raises OSError."""
-    replace_file(os.path.join(run_dir, EXIT_CODE), f"{code}\n".encode("ascii"))
+    write_number(run_dir, EXIT_CODE, code)

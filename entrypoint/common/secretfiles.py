@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .settingreader import ConfigError
+from .reading import ConfigError
 from .settings import SecretFile
 
 # A secret is short; a larger file is a mistake (/dev/zero, a log), and one environment string

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from . import environment, users
 from .log import LOG_FORMATS, LOG_LEVELS
 from .plans import CrashLoopAction, MigrationMode, OwnershipMode, RestartPolicy, TargetUser
-from .settingreader import ConfigError, Reader, absolute
+from .reading import ConfigError, Reader, absolute
 
 
 class Name(enum.StrEnum):
@@ -57,6 +57,7 @@ class Name(enum.StrEnum):
     CHECKPOINT_WORKSPACE_MAX_MB = "CHECKPOINT_WORKSPACE_MAX_MB"
     ALLOW_DOWNGRADE = "ALLOW_DOWNGRADE"
     CONFIG_SEED = "CONFIG_SEED"
+    METRICS_ADDRESS = "METRICS_ADDRESS"
 
 
 # linuxserver's names, unprefixed.
@@ -129,6 +130,8 @@ class Settings:
     after_repair: str
     # The program's first config, copied into its state dir when it has none; empty: none.
     config_seed: str
+    # Where supervisord's process serves the metrics over HTTP, (host, port); None: it does not.
+    metrics_address: tuple[str, int] | None
     # The file mode creation mask of the init and all it starts; None: the one it was started with.
     umask: int | None
     # The variables whose values are read from files (by `secretfiles.read`).
@@ -303,6 +306,7 @@ def load(environ: Mapping[str, str], defaults: Defaults, *, as_root: bool | None
             allow_downgrade=read.flag(Name.ALLOW_DOWNGRADE),
         ),
         config_seed=read.optional_path(Name.CONFIG_SEED),
+        metrics_address=read.listen_address(Name.METRICS_ADDRESS),
         umask=_umask(read),
         secret_files=_secret_files(read, defaults.path_variables),  # after every setting of the init's
         variables=frozenset(read.keys),  # last: every setting above has been read

@@ -17,7 +17,7 @@ from typing import Any
 from ..common import log
 from ..common.exits import Exit
 from ..common.guardplan import LeaseRule
-from ..common.guardstate import ExitRecord, State
+from ..common.guardstate import ExitRecord, HoldCause, State
 from ..common.ledger import Outcome
 from ..common.plans import CrashLoopAction, RestartPolicy
 from . import lines
@@ -47,6 +47,7 @@ class Next:
     state: State  # BACKOFF, WAITING, HELD or REFUSED
     effects: tuple[Effect, ...]
     reason: str | None = None  # HELD, REFUSED: why
+    cause: HoldCause | None = None  # HELD, REFUSED: why, as one of a fixed set
     retry: bool = True  # HELD: tried once more after the cool-down (a cause that may pass)
     level: str = "warning"  # HELD: of the `gateway_held` line
     fields: Mapping[str, Any] = field(default_factory=dict)  # HELD: more of that line
@@ -124,7 +125,8 @@ class Aftermath:
         if retrying:
             reason = f"the attempt after the cool-down failed too (exit code {ended.record.exit_code})"
             fields = {"stderr_tail": stderr}
-            return Next(State.HELD, (*effects, MarkLedger(Outcome.REFUSED)), reason, fields=fields)
+            effects.append(MarkLedger(Outcome.REFUSED))
+            return Next(State.HELD, tuple(effects), reason, HoldCause.CRASH_LOOP, fields=fields)
         if verdict.refuse:
             return self._refuse(effects, [record.to_dict() for record in verdict.counted], stderr)
         effects.append(
@@ -155,10 +157,11 @@ class Aftermath:
         """EX_CONFIG: the program rejects its configuration or state; no restart can fix that."""
         last = next((line for line in reversed(stderr) if line.strip()), "")
         reason = f"it rejected its configuration (exit code {Exit.CONFIG:d}){': ' + last if last else ''}"
+        cause = HoldCause.CONFIG_REFUSED
         effects.append(MarkLedger(Outcome.REFUSED))
         if self.policy.crashloop_action == CrashLoopAction.HOLD:
             fields = {"exit_code": int(Exit.CONFIG), "stderr_tail": stderr}
-            return Next(State.HELD, tuple(effects), reason, retry=False, level="error", fields=fields)
+            return Next(State.HELD, tuple(effects), reason, cause, retry=False, level="error", fields=fields)
         effects.append(
             self._log(
                 "error",
@@ -170,7 +173,7 @@ class Aftermath:
             )
         )
         effects.append(ExitAction(Exit.CONFIG))
-        return Next(State.REFUSED, tuple(effects), reason)
+        return Next(State.REFUSED, tuple(effects), reason, cause)
 
     def _wait(self, effects: list[Effect], line: str, now: float) -> Next:
         """A refusal that passes by itself: started again soon, not counted."""
@@ -217,5 +220,5 @@ class Aftermath:
         effects.append(MarkLedger(Outcome.REFUSED))
         if action == CrashLoopAction.EXIT:
             effects.append(ExitAction(Exit.CRASH_LOOP))
-            return Next(State.REFUSED, tuple(effects), reason)
-        return Next(State.HELD, tuple(effects), reason)
+            return Next(State.REFUSED, tuple(effects), reason, HoldCause.CRASH_LOOP)
+        return Next(State.HELD, tuple(effects), reason, HoldCause.CRASH_LOOP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..common import log
-from ..common.guardstate import State
+from ..common.guardstate import HoldCause, State
 from .effects import Log
 from .facts import Handoff
 
@@ -102,7 +102,15 @@ def handoff_declined(program: str, answer: Handoff) -> Log:
     )
 
 
-def held(program: str, level: str, reason: str, hint: str, retry_at: float | None, **fields: Any) -> Log:
+def held(
+    program: str,
+    level: str,
+    reason: str,
+    cause: HoldCause | None,
+    hint: str,
+    retry_at: float | None,
+    **fields: Any,
+) -> Log:
     again = "" if retry_at is None else f"; tried once more at {log.rfc3339(retry_at)}"
     return line(
         program,
@@ -110,6 +118,7 @@ def held(program: str, level: str, reason: str, hint: str, retry_at: float | Non
         "gateway_held",
         f"{program} is held and will not be started: {reason}{again}; {hint}",
         reason=reason,
+        cause=cause,
         how_to_leave=hint,
         retry_at=None if retry_at is None else log.rfc3339(retry_at),
         **fields,

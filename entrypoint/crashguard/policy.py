@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..common.guardstate import HOLDING, ExitRecord, State, int_or_none, leave_hold_hint
+from ..common.guardstate import HOLDING, ExitRecord, HoldCause, State, int_or_none, leave_hold_hint
 from ..common.ledger import Outcome
 from . import lines
 from .aftermath import Ended, oom_killed
@@ -63,6 +63,7 @@ class Guard(Record):
             by = "supervisord"  # autostart at boot
         else:
             by = "operator"
+            self.operator_restarts += 1
             if self.state in (*HOLDING, *_STARTED_BY_GUARD) or self.budget.exits:
                 effects += [Cancel(), lines.rearmed(self.program, self.state, len(self.budget.exits))]
             self.budget.rearm()
@@ -110,6 +111,9 @@ class Guard(Record):
         self.output.flush()
         oom = oom_killed(exit_code, self.oom_kills_seen, memory)
         ended = Ended(ExitRecord(now, exit_code, uptime_s), pid or self.pid, self.output.matched, oom)
+        self.last_exit_code = exit_code
+        if oom is not None:
+            self.oom_kills += 1
         if memory is not None and memory.oom_kills is not None:
             self.oom_kills_seen = memory.oom_kills  # the next run's kills are counted from here
         # The program writes a restart handoff before a clean exit, and only then.
@@ -179,16 +183,17 @@ class Guard(Record):
             self.ledger_outcome = Outcome.REFUSED
         if after.state == State.HELD:  # -> HELD
             return effects + self.hold(
-                after.reason or "", now, retry=after.retry, level=after.level, **after.fields
+                after.reason or "", after.cause, now, retry=after.retry, level=after.level, **after.fields
             )
         self._enter(after.state, now)  # -> BACKOFF, WAITING, REFUSED
-        self.held_reason = after.reason
+        self.held_reason, self.held_cause = after.reason, after.cause
         self.delay_s, self.restart_at, self.waiting_for = after.delay_s, after.restart_at, after.waiting_for
         return [*effects, Cancel() if after.restart_at is None else Schedule(after.restart_at)]
 
     def hold(
         self,
         reason: str,
+        cause: HoldCause | None,
         now: float,
         *,
         retry: bool = True,
@@ -199,14 +204,14 @@ class Guard(Record):
         """Hold the program: by a refusal, the boot ledger, or a configuration it rejects. A hold
         for a cause that may pass (`retry`) is tried once more after the cool-down."""
         self._enter(State.HELD, now)  # -> HELD
-        self.held_reason = reason
+        self.held_reason, self.held_cause = reason, cause
         self.how_to_leave = how_to_leave
         self.pid = None
         self.retrying = False
         cool_down = self.policy.hold_retry_s if retry else 0.0
         self.retry_at = now + cool_down if cool_down > 0 else None
         hint = how_to_leave or leave_hold_hint(self.program)
-        said = lines.held(self.program, level, reason, hint, self.retry_at, **fields)
+        said = lines.held(self.program, level, reason, cause, hint, self.retry_at, **fields)
         return [Cancel() if self.retry_at is None else Schedule(self.retry_at), said]
 
     def on_stopping(self, now: float, *, stopping: bool) -> list[Effect]:

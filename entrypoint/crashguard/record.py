@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..common.guardplan import LeaseRule
-from ..common.guardstate import HOLDING, Snapshot, State
+from ..common.guardstate import HOLDING, HoldCause, Snapshot, State
 from ..common.ledger import Outcome
 from ..common.plans import RestartPolicy
 from .aftermath import Aftermath, Ended
@@ -26,9 +26,14 @@ _KEPT_AS_IS = (
     "running_since",
     "restarts",
     "requested_restarts",
+    "operator_restarts",
+    "oom_kills",
+    "last_exit_code",
+    "backoff_s",
     "delay_s",
     "restart_at",
     "held_reason",
+    "held_cause",
     "how_to_leave",
     "retry_at",
     "retrying",
@@ -66,9 +71,14 @@ class Record:
         self.running_since: float | None = None
         self.restarts = 0
         self.requested_restarts = 0
+        self.operator_restarts = 0
+        self.oom_kills = 0  # the program's exits the OOM killer caused
+        self.last_exit_code: int | None = None
+        self.backoff_s = 0.0  # time spent in BACKOFF, up to its current stay there
         self.delay_s: float | None = None
         self.restart_at: float | None = None
         self.held_reason: str | None = None
+        self.held_cause: HoldCause | None = None
         self.how_to_leave: str | None = None  # HELD: its own way out, when it has one
         self.retry_at: float | None = None
         self.retrying = False
@@ -84,6 +94,8 @@ class Record:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _enter(self, state: State, now: float) -> None:
+        if self.state == State.BACKOFF and state != State.BACKOFF:
+            self.backoff_s += max(0.0, now - self.since)
         if state != self.state:
             self.since = now
         self.state = state
@@ -94,6 +106,7 @@ class Record:
             self.waiting_for = None
         if state not in HOLDING:
             self.held_reason = None
+            self.held_cause = None
             self.how_to_leave = None
             self.retry_at = None
         if state != State.RUNNING:

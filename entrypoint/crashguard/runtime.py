@@ -7,7 +7,8 @@ supervisord's own thread: XML-RPC to supervisord on its control socket (`common/
 supervisord is single-threaded, and its objects are never touched from here), the timer, the memory
 cgroup's figures (`common/cgroup`), the boot ledger and the run dir's files: `crashguard.json`
 (`common/guardstate`, written after every change, read by `health`, `status` and the sd_notify
-loop), `stopping` (created by the init) and `exit-code`. Questions to the program's CLI (`handoff`)
+loop), `metrics.prom` (`common/metrics`, rewritten after every change and at each tick),
+`stopping` (created by the init) and `exit-code`. Questions to the program's CLI (`handoff`)
 run in helper threads; their answers come back to the worker as inputs, in turn with the events.
 """
 
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..common import cgroup, guardstate, ledger, log, procfs, rundir
+from ..common import cgroup, guardstate, ledger, log, metrics, procfs, rundir
 from ..common.control import Fault, Supervisor, fault_name
 from ..common.guardplan import GuardPlan
 from ..common.guardstate import Snapshot, State, int_or_none
@@ -96,6 +97,8 @@ class Runtime:
         self.backlog = Backlog()
         self.timer_at: float | None = None
         self._written: Snapshot | None = None
+        self.metrics = plan.metrics
+        self._metrics_failed = False  # said once: the textfile is an aid, the guard goes on
         self.thread = threading.Thread(target=self._run, name="crashguard-worker", daemon=True)
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -134,7 +137,10 @@ class Runtime:
             return
         if saved.state == State.HELD and self._written_for_this_boot(saved):
             reason, retry = saved.held_reason or "held at boot", saved.retry_at is not None
-            self._apply(self.guard.hold(reason, self.clock(), retry=retry, how_to_leave=saved.how_to_leave))
+            held = self.guard.hold(
+                reason, saved.held_cause, self.clock(), retry=retry, how_to_leave=saved.how_to_leave
+            )
+            self._apply(held)
 
     def _written_for_this_boot(self, saved: Snapshot) -> bool:
         """A held state the init wrote for this boot, not one left in a kept run dir."""
@@ -217,6 +223,29 @@ class Runtime:
         if snapshot != self._written:
             guardstate.write(self.run_dir, snapshot, now)
             self._written = snapshot
+            self._publish_metrics()
+
+    def _publish_metrics(self) -> None:
+        """Rewrite the metrics' textfile from the run dir's files, as the listener and `status
+        --prometheus` render them."""
+        if self.metrics is None:
+            return
+        why = "the run dir cannot be written"
+        try:
+            text = metrics.render(self.run_dir, self.metrics.namespace, self.clock())
+            written = metrics.write_textfile(self.run_dir, text)
+        except Exception as error:  # whatever it met, the guard's own work goes on
+            written, why = None, repr(error)
+        if written is None and not self._metrics_failed:
+            self._metrics_failed = True
+            path = os.path.join(self.run_dir, rundir.METRICS_TEXTFILE)
+            log.event(
+                _logger,
+                "warning",
+                "metrics_textfile_failed",
+                f"cannot write {path} ({why}): the textfile's metrics are stale until it can",
+                path=path,
+            )
 
     def _exit_action(self, code: int) -> None:
         try:
@@ -268,6 +297,7 @@ class Runtime:
         if name == "TICK_5":
             info = self._process_info()
             self._apply(self.guard.on_tick(self.clock(), info, stopping=self.stopping()))
+            self._publish_metrics()  # what changes without an event: memory, backoff time, zombies
             return
         if headers.get("processname") != self.guard.program:
             return

@@ -18,6 +18,7 @@ from ..common import guardplan, guardstate, ledger, log, rundir
 from ..common import report as reporting
 from ..common.exits import Exit, by_signal
 from ..common.guardplan import GuardPlan
+from ..common.guardstate import HoldCause
 from ..common.plans import Booted, Hold, StopFlag
 from ..common.report import PhaseResult
 from ..common.settings import Settings
@@ -26,6 +27,8 @@ from .notify import Readiness
 
 _LOG = log.get("boot")
 _AFTER_START_EVERY_S = 1.0
+# A burst of orphans (a browser's helpers can leave thousands) is one write a second at most.
+_ZOMBIES_PUBLISHED_EVERY_S = 1.0
 
 Mode = Literal["supervise", "run"]
 
@@ -67,6 +70,30 @@ class _AfterStart:
             return
         tasks, self.tasks = self.tasks, ()
         threading.Thread(target=lambda: _carry_out(tasks), name="after-start", daemon=True).start()
+
+
+class _ZombieCount:
+    """The orphans PID 1 has reaped, published in the run dir for the metrics
+    (`rundir.ZOMBIES_REAPED`) from PID 1's loop, once they change."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.reaped = 0
+        self.published = 0
+        self.next_write = 0.0
+
+    def add(self, reaped: int) -> None:
+        self.reaped += reaped
+
+    def tick(self, now: float) -> None:
+        if self.reaped == self.published or now < self.next_write:
+            return
+        self.next_write = now + _ZOMBIES_PUBLISHED_EVERY_S
+        try:
+            rundir.write_number(self.run_dir, rundir.ZOMBIES_REAPED, self.reaped)
+        except OSError:  # a run dir it cannot write: the metrics keep the last count, PID 1 goes on
+            return
+        self.published = self.reaped
 
 
 def _carry_out(tasks: tuple[Callable[[], object], ...]) -> None:
@@ -123,7 +150,7 @@ def _hold(plan: Pid1Plan, booted: Booted, now: float) -> Hold | None:
     streak = ledger.hold_reason(
         plan.guard.ledger_path, restart.crashloop_burst, restart.crashloop_window_s, now
     )
-    return None if streak is None else Hold(f"boot ledger: {streak}")
+    return None if streak is None else Hold(f"boot ledger: {streak}", HoldCause.BOOT_LOOP)
 
 
 def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readiness: Readiness | None) -> int:
@@ -141,6 +168,7 @@ def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readines
             "boot_held",
             f"{program.name} not started: {hold.reason}; {how}",
             reason=hold.reason,
+            cause=hold.cause,
             how_to_leave=how,
         )
     try:
@@ -164,9 +192,11 @@ def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readines
         guardstate.hold_at_boot(settings.run_dir, program.name, hold, now)
     _publish_report(plan, booted.phases, hold)
     after = _AfterStart(plan.check, booted.after_start)
+    zombies = _ZombieCount(settings.run_dir)
 
     def tick(now: float) -> None:
         after.tick(now)
+        zombies.tick(now)
         if readiness is not None:
             readiness.tick(now)
 
@@ -179,6 +209,7 @@ def _supervise(plan: Pid1Plan, booted: Booted, original_mask: set[int], readines
         plan.ignored_signals,
         on_stop=readiness.stopping if readiness else lambda: None,
         tick=tick,
+        on_reaped=zombies.add,
     )
     if rundir.read_exit_code(settings.run_dir) is None:  # else the crash guard marked its refusal
         ledger.mark(

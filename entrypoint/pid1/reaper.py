@@ -194,18 +194,21 @@ def _reset_signals(
     signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
 
 
-def reap(main_pid: int) -> int | None:
-    """Collect every exited child (orphans included); return `main_pid`'s wait status if it exited."""
-    main_status = None
+def reap(main_pid: int) -> tuple[int | None, int]:
+    """Collect every exited child; return `main_pid`'s wait status if it exited, and how many
+    others were collected (orphans the kernel gave PID 1: the zombies an init is there for)."""
+    main_status, others = None, 0
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return main_status
+            return main_status, others
         if pid == 0:
-            return main_status
+            return main_status, others
         if pid == main_pid:
             main_status = status
+        else:
+            others += 1
 
 
 def supervise_child(
@@ -214,13 +217,17 @@ def supervise_child(
     *,
     on_signal: Callable[[int], None] | None = None,
     tick: Callable[[float], None] | None = None,
+    on_reaped: Callable[[int], None] | None = None,
     tick_interval_s: float = 0.25,
 ) -> int:
-    """Run PID 1's loop until `pid` exits; return its wait status."""
+    """Run PID 1's loop until `pid` exits; return its wait status. `on_reaped(n)`: n orphans were
+    reaped."""
     while True:
         info = signal.sigtimedwait(WAITED, tick_interval_s)
         if info is None or info.si_signo == signal.SIGCHLD:
-            status = reap(pid)
+            status, orphans = reap(pid)
+            if orphans and on_reaped is not None:
+                on_reaped(orphans)
             if status is not None:
                 return status
             if tick is not None:

@@ -210,8 +210,14 @@ def write_config(layout: Layout, text: str) -> None:
 
 
 def clear_markers(layout: Layout) -> None:
-    """Markers from a previous run of this container would be read as this run's."""
-    for name in (rundir.STOPPING_MARKER, rundir.EXIT_CODE, rundir.GUARD_STATE):
+    """Markers and figures from a previous run of this container would be read as this run's."""
+    for name in (
+        rundir.STOPPING_MARKER,
+        rundir.EXIT_CODE,
+        rundir.GUARD_STATE,
+        rundir.ZOMBIES_REAPED,
+        rundir.METRICS_TEXTFILE,
+    ):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(layout.path(name))
 
@@ -260,8 +266,10 @@ def run(
     *,
     on_stop: Callable[[], None],
     tick: Callable[[float], None],
+    on_reaped: Callable[[int], None],
 ) -> int:
-    """Run supervisord (already configured) until it exits; return the init's exit code."""
+    """Run supervisord (already configured) until it exits; return the init's exit code.
+    `on_reaped(n)`: PID 1 reaped n orphans."""
     if launch.standby is not None and launch.standby.hand_over(program.env, layout.config):
         pid, how = launch.standby.pid, "standby"
     elif reaper.alone():
@@ -287,7 +295,9 @@ def run(
         stop.tick(now)
         tick(now)
 
-    status = reaper.supervise_child(pid, FORWARDED, on_signal=stop.on_signal, tick=on_tick)
+    status = reaper.supervise_child(
+        pid, FORWARDED, on_signal=stop.on_signal, tick=on_tick, on_reaped=on_reaped
+    )
     code = reaper.exit_code(status)
     requested = rundir.read_exit_code(layout.run_dir)
     if requested is not None:

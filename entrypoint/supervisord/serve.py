@@ -1,5 +1,5 @@
-"""supervisord's main loop in this process, with a waker beside it and the crash guard's last
-words after it.
+"""supervisord's main loop in this process, with a waker beside it, the metrics' listener when
+one is asked for, and the crash guard's last words after it.
 
 Where it differs: the waker is a thread of its own.
 """
@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from ..common import rundir
+from ..common import guardplan, rundir
 from ..crashguard import plugin
 
 # prctl(2): the calling thread's name, its `comm` (what `ps` and `top` show).
@@ -34,13 +34,26 @@ def serve(args: list[str]) -> int:
         (args[index + 1] for index, arg in enumerate(args[:-1]) if arg in ("-c", "--configuration")), None
     )
     if config is not None:
-        start_waker(os.path.join(os.path.dirname(config), rundir.SUPERVISOR_SOCKET))
+        run_dir = os.path.dirname(config)
+        start_waker(os.path.join(run_dir, rundir.SUPERVISOR_SOCKET))
+        serve_metrics(run_dir)
     try:
         daemon.main(args)
     finally:
         # What supervisord's last events lead to (a stop, a refusal) is written before we end.
         plugin.finish()
     return 0
+
+
+def serve_metrics(run_dir: str) -> None:
+    """The metrics over HTTP, when the init's orders give an address (its modules imported only
+    then); whatever happens there, supervisord starts."""
+    plan = guardplan.read(run_dir)
+    if plan is None or plan.metrics is None or plan.metrics.listen is None:
+        return
+    from . import listener
+
+    listener.start(run_dir, plan.metrics)
 
 
 def wake(control_socket: str, timeout_s: float = 0.2) -> bool:

@@ -1,6 +1,7 @@
-"""`status`: what an operator wants to know in one look, as text or `--json`.
+"""`status`: what an operator wants to know in one look, as text or `--json`; `--prometheus`
+prints the metrics instead (`common/metrics`: the textfile's and the listener's, rendered once).
 
-`<init> status [--json]` changes nothing. Sources: the startup report, supervisord
+`<init> status [--json | --prometheus]` changes nothing. Sources: the startup report, supervisord
 (`getProcessInfo`, `common/control`), the crash guard's state file (`common/guardstate`), the
 program's process tree in /proc (RSS, and CPU from the kernel's nanosecond counters, so a short
 sample is an exact one) and the program's three probes (`tools/health`: live, started, ready), asked
@@ -20,7 +21,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..common import checkpoints, guardstate, log, procfs, releases, report, text
+from ..common import checkpoints, guardstate, log, metrics, procfs, releases, report, text
 from ..common.exits import Exit
 from ..common.guardstate import State
 from ..common.settings import Settings
@@ -96,9 +97,13 @@ def _guard(snapshot: guardstate.Snapshot | None, now: float) -> dict[str, Any] |
         "since": log.rfc3339(snapshot.since),
         "restarts": snapshot.restarts,
         "requested_restarts": snapshot.requested_restarts,
+        "operator_restarts": snapshot.operator_restarts,
+        "oom_kills": snapshot.oom_kills,
+        "last_exit_code": snapshot.last_exit_code,
         "delay_s": snapshot.delay_s,
         "restart_in_s": None if restart_at is None else round(max(0.0, restart_at - now), 1),
         "held_reason": snapshot.held_reason,
+        "held_cause": snapshot.held_cause,
         "how_to_leave": snapshot.how_to_leave,
         "retry_at": None if retry_at is None else log.rfc3339(retry_at),
         "retry_in_s": None if retry_at is None else round(max(0.0, retry_at - now), 1),
@@ -285,6 +290,12 @@ def render_text(data: dict[str, Any]) -> str:
         item = result.get(probe) or {}
         lines.append(f"  {probe}: {health.verdict(bool(item.get('ok')), str(item.get('reason')))}")
     return "\n".join(lines)
+
+
+def prometheus(run_dir: str, namespace: str, out: TextIO | None = None) -> int:
+    """The metrics now; exit 0 when an init has booted with this run dir (its report is there)."""
+    (out or sys.stdout).write(metrics.render(run_dir, namespace))
+    return Exit.OK if report.read(run_dir) is not None else Exit.FAILED
 
 
 def main(settings: Settings, program: str, record_dir: str, as_json: bool, out: TextIO | None = None) -> int:

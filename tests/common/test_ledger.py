@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entrypoint.common import guardstate, ledger, rundir
+from entrypoint.common.guardstate import HoldCause
 from entrypoint.common.plans import Hold
 from entrypoint.crashguard.runtime import Runtime
 from tests.supervised import guard_plan
@@ -126,7 +127,9 @@ def test_mark_without_a_boot_warns(path: str, caplog: pytest.LogCaptureFixture) 
 
 
 def test_held_state_written_for_the_init_is_what_the_guard_adopts(tmp_path: Path) -> None:
-    guardstate.hold_at_boot(str(tmp_path), "gateway", Hold("boot ledger: the last 5 boots failed"), now=10.0)
+    guardstate.hold_at_boot(
+        str(tmp_path), "gateway", Hold("boot ledger: the last 5 boots failed", HoldCause.BOOT_LOOP), now=10.0
+    )
     state = json.loads((tmp_path / rundir.GUARD_STATE).read_text())
     assert state["state"] == "held" and "the last 5 boots failed" in state["held_reason"]
     runtime = Runtime(str(tmp_path), guard_plan(str(tmp_path / "l")))

@@ -184,3 +184,45 @@ def test_secret_files_are_the_program_s_variables_only() -> None:
     assert loaded.secret_files == (settings.SecretFile("OPENAI_API_KEY", "/run/secrets/openai"),)
     assert "OPENAI_API_KEY_FILE" in loaded.variables
     assert not {"_PYI_ARCHIVE_FILE", "SSL_CERT_FILE"} & loaded.variables
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("", None),
+        ("9800", ("", 9800)),
+        (":9800", ("", 9800)),
+        ("0.0.0.0:9800", ("0.0.0.0", 9800)),
+        ("127.0.0.1:9800", ("127.0.0.1", 9800)),
+        ("[::]:9800", ("::", 9800)),
+        ("[::1]:1", ("::1", 1)),
+    ],
+)
+def test_the_metrics_address_is_a_port_with_an_optional_ip_address(
+    value: str, address: tuple[str, int] | None
+) -> None:
+    assert load(APP_METRICS_ADDRESS=value).metrics_address == address
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "localhost:9800",
+        "metrics:9800",
+        "::1:9800",
+        "[]:9800",
+        "[::1]",
+        "0.0.0.0:",
+        "0.0.0.0:0",
+        "1.2.3.4:65536",
+        "1.2.3:80",
+        "0.0.0.0:\u0669\u0668",
+        " 9800",
+        "9800/tcp",
+    ],
+)
+def test_a_metrics_address_that_is_not_one_is_refused_naming_what_is_accepted(value: str) -> None:
+    with pytest.raises(settings.ConfigError) as raised:
+        load(APP_METRICS_ADDRESS=value)
+    assert (raised.value.setting, raised.value.value) == ("APP_METRICS_ADDRESS", value)
+    assert "PORT" in raised.value.accepted and "IP address" in raised.value.accepted

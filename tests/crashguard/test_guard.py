@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from entrypoint.common.exits import Exit
-from entrypoint.common.guardstate import Snapshot, State
+from entrypoint.common.guardstate import HoldCause, Snapshot, State
 from entrypoint.common.ledger import Outcome
 from entrypoint.crashguard.effects import Cancel, ExitAction, MarkLedger, Schedule, Start
 from entrypoint.crashguard.policy import Guard
@@ -220,7 +220,7 @@ def test_the_snapshot_carries_the_history_through_the_state_file_format() -> Non
 
 def test_hold_adopted_from_the_boot_ledger() -> None:
     guard = Guard("gateway", policy(), 0.0)
-    effects = guard.hold("boot ledger: 5 failed boots", 1.0)
+    effects = guard.hold("boot ledger: 5 failed boots", HoldCause.BOOT_LOOP, 1.0)
     held = line(effects, "gateway_held")
     assert "supervisorctl start gateway" in held.fields["how_to_leave"]
     assert guard.snapshot(1.0).state == State.HELD

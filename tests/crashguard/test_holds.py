@@ -9,7 +9,7 @@ from typing import Any
 
 from entrypoint.common.exits import Exit
 from entrypoint.common.guardplan import LeaseRule
-from entrypoint.common.guardstate import State
+from entrypoint.common.guardstate import HoldCause, State
 from entrypoint.common.ledger import Outcome
 from entrypoint.crashguard.effects import Cancel, ExitAction, MarkLedger, Schedule, Start
 from entrypoint.crashguard.facts import Memory
@@ -162,7 +162,7 @@ def test_no_cool_down_with_a_hold_retry_of_0_and_for_a_boot_hold_there_is_one() 
     effects = run(never, 0.0)
     assert never.retry_at is None and not any(isinstance(effect, Schedule) for effect in effects)
     boot = Guard("gateway", policy(hold_retry=600), 0.0)
-    assert Schedule(610.0) in boot.hold("boot ledger: the last 5 boots failed", 10.0)
+    assert Schedule(610.0) in boot.hold("boot ledger: the last 5 boots failed", HoldCause.BOOT_LOOP, 10.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from entrypoint.common import guardstate, ledger, rundir
 from entrypoint.common.exits import Exit
+from entrypoint.common.guardstate import HoldCause
 from entrypoint.common.plans import Hold
 from entrypoint.crashguard.runtime import Event, Runtime
 from tests.fakes import FakeSupervisor, fake_supervisor
@@ -116,7 +117,9 @@ def test_state_file_is_valid_json_with_the_documented_fields(tmp_path: Path, rpc
 
 
 def test_a_held_state_left_by_an_earlier_boot_is_not_adopted(tmp_path: Path) -> None:
-    guardstate.hold_at_boot(str(tmp_path), "gateway", Hold("boot ledger: old"), now=1000.0)
+    guardstate.hold_at_boot(
+        str(tmp_path), "gateway", Hold("boot ledger: old", HoldCause.BOOT_LOOP), now=1000.0
+    )
 
     def runtime(started: float) -> Runtime:
         return Runtime(
@@ -130,7 +133,9 @@ def test_a_held_state_left_by_an_earlier_boot_is_not_adopted(tmp_path: Path) -> 
     fresh.start()
     fresh.finish(5)
     assert fresh.guard.state == guardstate.State.HELD
-    guardstate.hold_at_boot(str(tmp_path), "gateway", Hold("boot ledger: old"), now=1000.0)
+    guardstate.hold_at_boot(
+        str(tmp_path), "gateway", Hold("boot ledger: old", HoldCause.BOOT_LOOP), now=1000.0
+    )
     stale = runtime(5000.0)
     stale.start()
     stale.finish(5)

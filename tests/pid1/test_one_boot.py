@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from entrypoint.__main__ import SUBCOMMANDS
+from entrypoint.common import rundir
 from tests.conftest import parse_lines
 from tests.supervised import Supervised, free_port, standin
 
@@ -40,7 +41,7 @@ def test_beside_a_live_init_a_boot_is_refused_with_the_tools_and_the_run_dir_unt
         assert f"did you mean `moltbot-init {meant}`?" in line["message"]
     # Nothing of the live instance's was written: its report, its lock, its supervisord config (the
     # files the live processes themselves keep writing aside).
-    live = ("crashguard.json", "supervisord.log")
+    live = (rundir.GUARD_STATE, rundir.METRICS_TEXTFILE, rundir.ZOMBIES_REAPED, rundir.SUPERVISOR_LOG)
     assert {name: data for name, data in after.items() if name not in live} == {
         name: data for name, data in before.items() if name not in live
     }

@@ -21,6 +21,7 @@ from functools import partial
 
 from ...common import statelock
 from ...common.fsops import describe, errno_name
+from ...common.guardstate import HoldCause
 from ...common.plans import Hold, StopFlag, UpgradePlan
 from ...common.report import PhaseRecorder, PhaseResult
 from ...common.settings import Name
@@ -53,7 +54,7 @@ def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
             f"same volume) for more than {LOCK_WAIT_S:g}s: {plan.program} was not started"
         )
         recorder.warn("upgrade_state_busy", reason)
-        return _ended(recorder, Hold(reason, retry=False))
+        return _ended(recorder, Hold(reason, HoldCause.STATE_BUSY, retry=False))
     except OSError as error:  # a record dir it cannot write: the gate cannot keep a way back
         return _failed(plan, recorder, describe(error), None, path=error.filename, errno=errno_name(error))
     try:
@@ -103,7 +104,7 @@ def _failed(
     reason = f"the upgrade gate could not finish ({what}): {plan.program} was not started"
     recorder.warn("upgrade_failed", reason, **fields)
     how = f"fix what the warning names and restart; or set {setting}=off to start without a checkpoint"
-    return _ended(recorder, Hold(reason, how_to_leave=how, retry=False), lock)
+    return _ended(recorder, Hold(reason, HoldCause.UPGRADE_FAILED, how_to_leave=how, retry=False), lock)
 
 
 def _ended(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...common import releases
+from ...common.guardstate import HoldCause
 from ...common.plans import Hold, StopFlag, UpgradePlan
 from ...common.releases import History, Ran, Release
 from ...common.report import PhaseRecorder
@@ -130,7 +131,7 @@ def _downgrade(plan: UpgradePlan, recorder: PhaseRecorder, history: History, new
         f"run the image of {newest.release.label} again; or stop this container and run `{plan.rollback}`, "
         f"then start this image; or set {allow}=1 to start it anyway"
     )
-    return Decision(Hold(reason, how_to_leave=how, retry=False))
+    return Decision(Hold(reason, HoldCause.DOWNGRADE, how_to_leave=how, retry=False))
 
 
 def _upgrade(
@@ -172,7 +173,7 @@ def _upgrade(
         how = (
             f"free space on the state volume and restart; or set {setting}=off to start without a checkpoint"
         )
-        return Decision(Hold(reason, how_to_leave=how, retry=False))
+        return Decision(Hold(reason, HoldCause.CHECKPOINT_NO_SPACE, how_to_leave=how, retry=False))
     seconds = round(time.monotonic() - started, 3)
     recorder.figures.update(
         checkpoint=taken.id,
@@ -215,4 +216,4 @@ def _preflight(plan: UpgradePlan, recorder: PhaseRecorder, taken: Manifest) -> H
         f"run the image of the release that last ran again; or stop this container and roll back with "
         f"`{plan.rollback} {taken.id}`; or set {setting}=warn to start anyway"
     )
-    return Hold(reason, how_to_leave=how, retry=False)
+    return Hold(reason, HoldCause.PREFLIGHT_REFUSED, how_to_leave=how, retry=False)

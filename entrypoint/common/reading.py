@@ -1,8 +1,9 @@
-"""How one setting's text becomes a value: a word from a fixed set, a path, a number, a flag; every
-refusal a `ConfigError` naming the full variable, the value and what is accepted.
+"""How one setting is read from the environment: its variable's full name, its value checked
+against what it accepts, and the `ConfigError` that names all three when it is not accepted.
 
-Who uses it: `settings.load` (every program of the binary, as whatever user it was started as) and
-`secretfiles` (the boot, as root); the caller turns a ConfigError into exit 78 and one JSON line.
+Who uses it: `settings.load` (every program of the binary, first thing, as whatever user it was
+started as), one variable at a time; `secretfiles` raises its `ConfigError` for a file it cannot
+take. Nothing here reads a variable that `settings` does not ask for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from typing import TypeVar
 
 T = TypeVar("T")
 Choice = TypeVar("Choice", bound=enum.StrEnum)
+# What an address to listen on may be, as the refusal of any other says it.
+LISTEN_ACCEPTED = (
+    "PORT, :PORT, HOST:PORT or [IPV6]:PORT, HOST an IP address (0.0.0.0: every IPv4 address, [::]: "
+    "every address, 127.0.0.1: the container only), PORT from 1 to 65535; empty: none"
+)
 
 
 class ConfigError(ValueError):
@@ -84,6 +90,33 @@ class Reader:
 
     def count(self, name: str, default: int) -> int:
         return self.number(name, default, int, "a whole number of at least 1", lambda v: v >= 1)
+
+    def listen_address(self, name: str) -> tuple[str, int] | None:
+        """An address to listen on, `(host, port)` (host "" for every IPv4 address); None when
+        unset or empty. Only IP addresses: a name would be resolved when the listener starts, long
+        after this line could refuse it."""
+        key, value = self.raw(name, "")
+        if not value:
+            return None
+        host, _, port = value.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        host = host[1:-1] if bracketed else host
+        valid_host = (
+            _ip_address(host, ipv6=True) if bracketed else host == "" or _ip_address(host, ipv6=False)
+        )
+        if not (valid_host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(key, value, LISTEN_ACCEPTED)
+        return host, int(port)
+
+
+def _ip_address(host: str, *, ipv6: bool) -> bool:
+    import socket  # only when an address is set: every program reads its settings first
+
+    try:
+        socket.inet_pton(socket.AF_INET6 if ipv6 else socket.AF_INET, host)
+    except (OSError, ValueError):  # ValueError: a NUL in it
+        return False
+    return True
 
 
 def absolute(key: str, value: str, path: str) -> str:
