@@ -38,6 +38,16 @@ def stamp(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
+def unused(name: str, taken: set[str]) -> str:
+    """`name`, else `name-2`, `name-3`...: two made within one second (an operator's checkpoint,
+    then a boot's; two restores) each keep their own."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate
+
+
 def new_id(release: Release | None, now: float) -> str:
     """`<release>-<UTC time>`: what the checkpoint holds the state of, and when it was taken."""
     name = _UNSAFE.sub("_", release.label.replace("@", "-")) if release else "unknown-release"

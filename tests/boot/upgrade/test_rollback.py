@@ -44,17 +44,17 @@ def test_a_rollback_puts_the_old_state_back_sets_the_new_aside_and_the_old_image
         done = rollback.roll_back(plan, None, StopFlag())
     finally:
         os.close(lock)
-    assert done.checkpoint.release == OLD and not done.resumed
+    assert done.checkpoint is not None and done.checkpoint.release == OLD  # not a resumed swap
     state = tmp_path / "volume" / "gateway"
     assert rows(state / "state" / "openclaw.sqlite") == 40  # OLD's rows, consolidated
     assert {k: v for k, v in shape(state).items() if ".sqlite" not in k} == {
         k: v for k, v in old["gateway"].items() if ".sqlite" not in k
     }
     assert shape(tmp_path / "volume" / "home") == old["home"]
-    aside = Path(done.aside)
+    aside = Path(done.swap.aside)
     assert aside.parent.name == checkpoints.ROLLED_BACK
     assert shape(aside / "gateway") == new["gateway"] and shape(aside / "home") == new["home"]
-    assert [m.id for m in checkpoints.listing(plan.record_dir)] == [done.checkpoint.id]  # still whole
+    assert [m.id for m in checkpoints.listing(plan.record_dir)] == [done.swap.source]  # still whole
     history = releases.read(plan.record_dir)
     assert history is not None and [ran.release for ran in history.ran] == [OLD]
     assert [ran.release for ran in history.rolled_back] == [NEW]
@@ -62,7 +62,7 @@ def test_a_rollback_puts_the_old_state_back_sets_the_new_aside_and_the_old_image
     result = gate(plan_for(tmp_path, OLD))
     assert (result.holds, events(result)) == (None, [])
     said = rollback.next_steps(done)
-    assert OLD.label in said and done.aside in said
+    assert OLD.label in said and done.swap.aside in said
 
 
 def test_a_rollback_refuses_without_a_checkpoint_to_go_back_to(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_rollback_or_the_next_boot
     os.system(f"cp -a {volume} {snapshot}")  # the state as the upgrade left it, for every kill
 
     def step() -> dict:
-        return {"aside": rollback.roll_back(plan, None, StopFlag()).aside}
+        return {"aside": rollback.roll_back(plan, None, StopFlag()).swap.aside}
 
     calls = killed(step).calls
     aside_dir = volume / ".moltbot-init" / checkpoints.ROLLED_BACK
