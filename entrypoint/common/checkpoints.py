@@ -1,14 +1,17 @@
 """Checkpoints of the state, as they lie in the record dir: their names, their manifest, and the
 listing of the whole ones.
 
-Who uses it: the boot's upgrade gate and the operator's `checkpoint` and `rollback` (as the target
-user) write them; `checkpoints` and `status` (operators, any user) read them. Layout:
+Who uses it: the boot's upgrade gate and the operator's `checkpoint`, `rollback` and `restore` (as
+the target user) write them; `checkpoints` and `status` (operators, any user) read them. Layout:
 
     <record dir>/checkpoints/<id>/              a whole checkpoint: its trees, then its manifest
         manifest.json                           written last: without it, it is not a checkpoint
         <tree>/                                 each tree it holds (the state dir, the home, ...)
     <record dir>/checkpoints/.staging-<id>/     one being taken; removed by the next one taken
     <record dir>/rolled-back/<UTC time>/        the live trees a rollback set aside (never deleted)
+    <record dir>/before-restore/<UTC time>/     the live trees a restore set aside (never deleted)
+    <record dir>/restored/<UTC time>/           what else the restored archive held (its manifest,
+                                                its workspace), for the operator to take from
 
 A checkpoint becomes visible by one rename of its staging directory, once complete and on disk:
 whatever kills its taker, there is a whole checkpoint or none.
@@ -27,6 +30,8 @@ from .releases import Release
 
 DIR = "checkpoints"
 ROLLED_BACK = "rolled-back"
+BEFORE_RESTORE = "before-restore"
+RESTORED = "restored"
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 FORMAT_VERSION = 1

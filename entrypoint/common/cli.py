@@ -112,6 +112,25 @@ def answer_of(said: str) -> dict[str, Any] | None:
     return None
 
 
+def refusal(ran: Ran) -> str:
+    """Why the CLI refused, in its own words: the message of the JSON error it answered
+    (`{"ok": false, "error": {"message": ...}}`), else its failure, or exit code and last line."""
+    answer = answer_of(ran.stdout) or {}
+    error = answer.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    return last_line(message) if isinstance(message, str) and message.strip() else ran.why()
+
+
+def reap_orphans() -> None:
+    """For a one-off command that is its container's PID 1 and has no child of its own left: what
+    a CLI it ran left behind is reparented to it, and only it can reap them."""
+    if os.getpid() != 1:
+        return
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
 def last_line(said: str) -> str:
     """The last line that says something, bounded."""
     lines = [line.strip() for line in said.splitlines() if line.strip()]

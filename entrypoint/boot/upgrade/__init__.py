@@ -22,13 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from ...common import statelock
+from ...common import statelock, swapjournal
 from ...common.fsops import describe, errno_name
 from ...common.plans import Hold, StopFlag, UpgradePlan
 from ...common.report import PhaseRecorder, PhaseResult
 from ...common.settings import Name
 from ..treecopy import Interrupted, SourceError
-from . import journal
 from .gate import decide
 
 PHASE = "upgrade"
@@ -60,12 +59,12 @@ def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
     except OSError as error:  # a record dir it cannot write: the gate cannot keep a way back
         return _failed(plan, recorder, describe(error), None, path=error.filename, errno=errno_name(error))
     try:
-        if os.path.lexists(os.path.join(plan.record_dir, journal.FILE)):
+        if os.path.lexists(os.path.join(plan.record_dir, swapjournal.FILE)):
             _finish_swap(recorder, plan.record_dir)
-        elif os.path.lexists(journal.staging(plan.record_dir)):  # a swap killed while it staged
-            shutil.rmtree(journal.staging(plan.record_dir), ignore_errors=True)
+        elif os.path.lexists(swapjournal.staging(plan.record_dir)):  # a swap killed while it staged
+            shutil.rmtree(swapjournal.staging(plan.record_dir), ignore_errors=True)
         decided = decide(plan, recorder, stop)
-    except journal.Unreadable as unreadable:  # the state may be half swapped: nothing starts on it
+    except swapjournal.Unreadable as unreadable:  # the state may be half swapped: nothing starts on it
         return _failed(plan, recorder, str(unreadable), lock)
     except Interrupted:
         recorder.figures["interrupted"] = True  # the checkpoint's staging is gone; the boot ends

@@ -23,9 +23,9 @@ from ...common.checkpoints import Manifest
 from ...common.fsops import DIR_FLAGS, syncfs
 from ...common.plans import StopFlag, UpgradePlan
 from ...common.releases import History
+from ...common.swapjournal import Swap
 from ..treecopy import PART_SUFFIX, Copier, Owner
 from . import swap
-from .journal import Swap
 
 # The trees a rollback puts back: the state dir and the home (a workspace stays where it is).
 PUT_BACK = ("gateway", "home")

@@ -8,7 +8,7 @@ interrupted, before anything starts on the state.
 
 Crash safety: the caller fills the staging directory (`<record dir>/swap-staging/`, on the state
 volume: every move is then a rename) and flushes it to disk; only then is the journal written
-(`journal.py`), so that a kill before it leaves the live state untouched and a staging directory
+(`common/swapjournal.py`), so that a kill before it leaves the live state untouched and a staging directory
 that the next swap (or boot) removes. Each tree then goes in by two renames, each done only if not
 done yet; the history is rewritten (to the same result however often); what the staging directory
 still holds is kept or removed; the journal goes last. A kill at any instant after the journal is
@@ -21,10 +21,9 @@ import os
 import shutil
 import time
 
-from ...common import checkpoints, releases
+from ...common import checkpoints, releases, swapjournal
 from ...common.releases import History, Ran, Release
-from . import journal
-from .journal import Swap
+from ...common.swapjournal import Swap
 
 # How the history says the state came to be a release's again.
 HOW = {"rollback": "rolled back to", "restore": "restored"}
@@ -32,7 +31,7 @@ HOW = {"rollback": "rolled back to", "restore": "restored"}
 
 def fresh_staging(record_dir: str) -> str:
     """An empty staging directory (whatever a killed swap left there is gone)."""
-    path = journal.staging(record_dir)
+    path = swapjournal.staging(record_dir)
     shutil.rmtree(path, ignore_errors=True)
     os.mkdir(path, 0o700)
     return path
@@ -48,13 +47,13 @@ def aside_dir(record_dir: str, kind_dir: str) -> str:
 def swap_in(record_dir: str, swap: Swap) -> None:
     """Put the staged trees in place. The staging directory is whole and on disk; the caller holds
     the state lock. Raises OSError (the journal then lets the next swap or boot finish it)."""
-    journal.write(record_dir, swap)
+    swapjournal.write(record_dir, swap)
     finish(record_dir, swap)
 
 
 def resume(record_dir: str) -> Swap | None:
-    """Finish the swap a kill interrupted, if any; it. Raises journal.Unreadable, OSError."""
-    pending = journal.pending(record_dir)
+    """Finish the swap a kill interrupted, if any; it. Raises swapjournal.Unreadable, OSError."""
+    pending = swapjournal.pending(record_dir)
     if pending is not None:
         finish(record_dir, pending)
     return pending
@@ -62,7 +61,7 @@ def resume(record_dir: str) -> Swap | None:
 
 def finish(record_dir: str, swap: Swap) -> None:
     os.makedirs(swap.aside, 0o700, exist_ok=True)
-    staging = journal.staging(record_dir)
+    staging = swapjournal.staging(record_dir)
     for staged, live in swap.trees:
         _swap(os.path.join(staging, staged), live, os.path.join(swap.aside, os.path.basename(live)))
     rewrite_history(record_dir, swap.release, HOW.get(swap.kind, swap.kind))
@@ -71,7 +70,7 @@ def finish(record_dir: str, swap: Swap) -> None:
     elif os.path.lexists(staging):
         os.makedirs(os.path.dirname(swap.keep), 0o700, exist_ok=True)
         os.rename(staging, swap.keep)
-    journal.remove(record_dir)
+    swapjournal.remove(record_dir)
 
 
 def _swap(staged: str, live: str, aside: str) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.boot.upgrade import journal, rollback
-from entrypoint.common import checkpoints, releases, statelock
+from entrypoint.boot.upgrade import rollback
+from entrypoint.common import checkpoints, releases, statelock, swapjournal
 from entrypoint.common.plans import StopFlag
 from entrypoint.common.releases import History, Ran
 from tests.boot.migration.killing import killed, shape
@@ -91,7 +91,7 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_rollback_or_the_next_boot
     for number, kill_at in enumerate(sorted(random.Random(seed).sample(range(1, calls + 1), min(calls, 20)))):
         os.system(f"rm -rf {volume} && cp -a {snapshot} {volume}")
         assert killed(step, kill_at).killed
-        if not (volume / ".moltbot-init" / journal.FILE).exists():
+        if not (volume / ".moltbot-init" / swapjournal.FILE).exists():
             # Killed before its journal: nothing moved; the state is still the one NEW made.
             assert {name: shape(volume / name) for name in ("gateway", "home")} == new, kill_at
             assert not aside_dir.exists() or os.listdir(aside_dir) == [], kill_at
@@ -109,4 +109,4 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_rollback_or_the_next_boot
         }, kill_at
         [aside] = os.listdir(aside_dir)
         assert shape(aside_dir / aside / "gateway") == new["gateway"], kill_at
-        assert not (volume / ".moltbot-init" / journal.FILE).exists()
+        assert not (volume / ".moltbot-init" / swapjournal.FILE).exists()

@@ -5,8 +5,10 @@ and on disk, before anything live moves; removed last.
 
 Who uses it: the operator's `rollback` and `restore` write it (one-off processes, as the target
 user); the next rollback or restore, or the boot's upgrade phase (PID 1, as the target user),
-finishes a swap that left one. Its own module, so that a boot with no journal imports nothing else
-of the swap. The file keeps the name it had when only a rollback swapped.
+finishes a swap that left one; a `backup` (the target user, beside the running application) will
+not archive a state while one is there. Apart from the swap itself (`boot/upgrade/swap.py`), so
+that a boot with no journal imports nothing else of it. The file keeps the name it had when only a
+rollback swapped.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ...common import rundir
-from ...common.releases import Release
+from . import rundir
+from .releases import Release
 
 FILE = "rollback.json"
 STAGING = "swap-staging"
