@@ -122,17 +122,18 @@ def test_the_cron_job_s_backup_restored_into_fresh_volumes_answers_with_the_same
 def test_an_image_whose_gateway_has_no_archives_says_so_and_changes_nothing(
     stack: Stack, openclaw_2026_1: Engine
 ) -> None:
-    listing = "find /v -mindepth 1 | sort"
-    before = set(throwaway(openclaw_2026_1.image, listing, f"{stack.data_volume}:/v").split())
+    # Mounted where the image has its state dir: a fresh volume starts with the image's directories.
+    volume, listing = f"{stack.data_volume}:/var/lib/moltbot", "find /var/lib/moltbot -mindepth 1 | sort"
+    before = set(throwaway(openclaw_2026_1.image, listing, volume).split())
     for args in (["restore", "any-openclaw-backup.tar.gz"], ["backup"]):
         said = docker(
-            "run", "--rm", "--network", "none", "-v", f"{stack.data_volume}:/var/lib/moltbot",
-            openclaw_2026_1.image, *args,
+            "run", "--rm", "--network", "none", "-v", volume, openclaw_2026_1.image, *args,
         )  # fmt: skip
         [line] = [json.loads(text) for text in said.stderr.splitlines() if text.startswith("{")]
         assert said.returncode == 69 and "openclaw@2026.1.29 makes no archives" in line["message"], (
             said.stderr
         )
         assert "openclaw 2026.9 and later" in line["message"]
-    after = set(throwaway(openclaw_2026_1.image, listing, f"{stack.data_volume}:/v").split())
-    assert after - before <= {"/v/.moltbot-init", "/v/.moltbot-init/state.lock"}  # the restore's lock
+    after = set(throwaway(openclaw_2026_1.image, listing, volume).split())
+    lock = {"/var/lib/moltbot/.moltbot-init", "/var/lib/moltbot/.moltbot-init/state.lock"}
+    assert after - before <= lock and before <= after  # the restore's lock, and nothing else

@@ -150,10 +150,11 @@ def _extract(upgrade: UpgradePlan, plan: BackupPlan, path: str, staging: str) ->
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         env = cli.in_scratch(plan.env, plan.state_dir_env, scratch)
-        _ask(plan, "verify", path, env, scratch, Exit.DATA_ERROR, "refuses this archive")
+        said = f"{_label(upgrade.release, upgrade.program)}'s own `backup"
+        _ask(plan, "verify", path, env, scratch, Exit.DATA_ERROR, f"{said} verify` refuses the archive")
         _room(upgrade.record_dir, path)
         target = os.path.join(swap.fresh_staging(upgrade.record_dir), EXTRACTED)
-        return _ask(plan, "restore", path, env, scratch, Exit.FAILED, "could not extract it", target)
+        return _ask(plan, "restore", path, env, scratch, Exit.FAILED, f"{said} restore` failed", target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -175,7 +176,7 @@ def _ask(
         cli.reap_orphans()
     answer = cli.answer_of(ran.stdout) or {}
     if ran.code != 0 or answer.get("ok") is not True:
-        raise RestoreRefused(code, f"the release's own {command} {refusal}: {cli.refusal(ran)}")
+        raise RestoreRefused(code, f"{refusal}: {cli.refusal(ran)}; nothing was changed")
     return answer
 
 
