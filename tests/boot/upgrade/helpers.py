@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from entrypoint.boot import upgrade
+from entrypoint.common import swapjournal
 from entrypoint.common.plans import BackupPlan, PreflightPlan, StopFlag, UpgradePlan
 from entrypoint.common.releases import Release
 from entrypoint.common.settings import Name, UpgradeSettings
@@ -153,3 +157,23 @@ def backup_plan_for(
         state_asset="state",
         timeout_s=60.0,
     )
+
+
+def killed_at_seeded_points(
+    step: Callable[[], dict[str, Any]], volume: Path, seed: int, count: int
+) -> Iterator[tuple[int, int, bool]]:
+    """A swap (`step`) SIGKILLed at `count` of its filesystem calls, chosen by `seed`, each time on
+    a fresh copy of `volume` as it is now: (the kill's number, the call it came at, whether the
+    swap's journal was written by then). The caller then checks what a next run or boot makes of it."""
+    from tests.boot.migration.killing import killed
+
+    snapshot = volume.with_name(volume.name + "-before-the-kills")
+    subprocess.run(["cp", "-a", str(volume), str(snapshot)], check=True)
+    calls = killed(step).calls
+    for number, kill_at in enumerate(
+        sorted(random.Random(seed).sample(range(1, calls + 1), min(calls, count)))
+    ):
+        subprocess.run(["rm", "-rf", str(volume)], check=True)
+        subprocess.run(["cp", "-a", str(snapshot), str(volume)], check=True)
+        assert killed(step, kill_at).killed
+        yield number, kill_at, (volume / ".moltbot-init" / swapjournal.FILE).exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.boot.upgrade.helpers import (
     events,
     gate,
     gateway_state,
+    killed_at_seeded_points,
     layout,
     plan_for,
 )
@@ -207,19 +207,14 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_restore_or_the_next_boot(
     gateway_state(state, NEW.version)
     (state / "openclaw.json").write_text('{"changed": "since the backup"}')
     live = shape(state)
-    snapshot = tmp_path / "snapshot"
-    os.system(f"cp -a {volume} {snapshot}")
     upgrade, plan = plan_for(tmp_path), backup_plan_for(tmp_path)
 
     def step() -> dict:
         return {"aside": restore.restore(upgrade, plan, str(archive)).swap.aside}
 
-    calls = killed(step).calls
     aside_dir = volume / ".moltbot-init" / checkpoints.BEFORE_RESTORE
-    for number, kill_at in enumerate(sorted(random.Random(seed).sample(range(1, calls + 1), min(calls, 24)))):
-        os.system(f"rm -rf {volume} && cp -a {snapshot} {volume}")
-        assert killed(step, kill_at).killed
-        if not (volume / ".moltbot-init" / swapjournal.FILE).exists():
+    for number, kill_at, journaled in killed_at_seeded_points(step, volume, seed, 24):
+        if not journaled:
             # Killed before its journal: nothing live moved; a boot removes what it staged.
             assert shape(state) == live and not aside_dir.exists(), kill_at
             if number % 2:

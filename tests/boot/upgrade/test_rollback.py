@@ -6,7 +6,6 @@ next rollback, or by the next boot, never a start on half a state."""
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,18 @@ from entrypoint.common import checkpoints, releases, statelock, swapjournal
 from entrypoint.common.plans import StopFlag
 from entrypoint.common.releases import History, Ran
 from tests.boot.migration.killing import killed, shape
-from tests.boot.upgrade.helpers import NEW, OLD, database, events, gate, gateway_state, layout, plan_for, rows
+from tests.boot.upgrade.helpers import (
+    NEW,
+    OLD,
+    database,
+    events,
+    gate,
+    gateway_state,
+    killed_at_seeded_points,
+    layout,
+    plan_for,
+    rows,
+)
 
 
 def upgraded(root: Path) -> tuple[dict, dict]:
@@ -80,18 +90,13 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_rollback_or_the_next_boot
     old, new = upgraded(tmp_path)
     plan = plan_for(tmp_path, NEW)
     volume = tmp_path / "volume"
-    snapshot = tmp_path / "snapshot"
-    os.system(f"cp -a {volume} {snapshot}")  # the state as the upgrade left it, for every kill
 
     def step() -> dict:
         return {"aside": rollback.roll_back(plan, None, StopFlag()).swap.aside}
 
-    calls = killed(step).calls
     aside_dir = volume / ".moltbot-init" / checkpoints.ROLLED_BACK
-    for number, kill_at in enumerate(sorted(random.Random(seed).sample(range(1, calls + 1), min(calls, 20)))):
-        os.system(f"rm -rf {volume} && cp -a {snapshot} {volume}")
-        assert killed(step, kill_at).killed
-        if not (volume / ".moltbot-init" / swapjournal.FILE).exists():
+    for number, kill_at, journaled in killed_at_seeded_points(step, volume, seed, 20):
+        if not journaled:
             # Killed before its journal: nothing moved; the state is still the one NEW made.
             assert {name: shape(volume / name) for name in ("gateway", "home")} == new, kill_at
             assert not aside_dir.exists() or os.listdir(aside_dir) == [], kill_at
