@@ -6,10 +6,10 @@ it, then the newest N of its archives kept.
 Where it differs: it writes, into its backups directory and nothing else, as a one-off process or
 a scheduled job (a Kubernetes CronJob's pod, compose.backup.yml's service), as the target user, on
 the volumes of the running application, often as its container's PID 1 (it then reaps what the CLI
-leaves). It takes no state lock (the running application's init holds it). It
-refuses, and says why, when the installed release makes no archives of its own, when the state
-belongs to another release (a start of another release's CLI runs that release's bootstrap on the
-live state), and while a rollback or a restore of the state is unfinished.
+leaves). It takes no state lock (the running application's init holds it). It refuses, and says
+why, when the installed release makes no archives of its own, when the state belongs to another
+release (a start of another release's CLI runs that release's bootstrap on the live state), and
+while a rollback or a restore of the state is unfinished.
 
 Retention counts the application's archives only (their names end as the profile says), newest
 first; no other file of the directory is ever touched, and a failed backup prunes nothing.

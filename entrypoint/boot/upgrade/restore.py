@@ -22,6 +22,7 @@ stays).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from . import swap
 SCRATCH = "restore-scratch"
 EXTRACTED = "archive"  # in the staging directory: what the release's restore wrote
 _BLOCK = 4096  # what an entry takes on disk at the least, and the unit its data is counted in
+_NO_ROOM_TO_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 logger = log.get("restore")
 
 
@@ -81,6 +83,13 @@ def restore(upgrade: UpgradePlan, plan: BackupPlan, archive: str) -> Restored:
         assets = _assets(staging, answer)
         state = _state_dir(staging, assets, plan.state_asset)
         trees = _staged(upgrade, plan, path, staging, state)
+    except OSError as error:  # no room to stage, a volume gone read-only: said as a refusal
+        shutil.rmtree(staging, ignore_errors=True)
+        code = Exit.CANT_CREATE if error.errno in _NO_ROOM_TO_WRITE else Exit.FAILED
+        where = f"{error.filename}: " if error.filename else ""
+        raise RestoreRefused(
+            code, f"the restore stopped ({where}{describe(error)}): nothing was changed"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing live was touched: nothing is left either
         raise

@@ -110,6 +110,7 @@ def finished(done: Swap) -> str:
         (
             f"finished the {done.kind} of {done.source} that a kill had interrupted: the state is {label}'s.",
             f"The state it replaced is set aside (never deleted) in {done.aside}.",
+            "This run did only that: run it again for what you asked, if it was something else.",
             next_run(done.release),
         )
     )
