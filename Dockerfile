@@ -181,10 +181,14 @@ RUN ln -s /opt/moltbot-init/moltbot-init /usr/local/bin/moltbot-init \
 # root-filled volumes are repaired by the init at boot.) The state volume holds
 # the gateway's state dir (gateway/, which the init keeps free of its own
 # records), the gateway's HOME (home/) and the init's records (.moltbot-init/).
+# The backups directory (compose.backup.yml's volume, `moltbot-init backup`) is
+# node's too, and private: archives hold credentials.
 RUN mkdir -p /var/lib/moltbot/gateway /var/lib/moltbot/home /home/node/clawd /run/moltbot \
+        /var/backups/moltbot \
  && chown node:node /var/lib/moltbot /var/lib/moltbot/gateway /var/lib/moltbot/home \
-        /home/node/clawd /run/moltbot \
+        /home/node/clawd /run/moltbot /var/backups/moltbot \
  && chmod 0700 /var/lib/moltbot /var/lib/moltbot/gateway /var/lib/moltbot/home \
+        /var/backups/moltbot \
  && chmod 0755 /home/node/clawd /run/moltbot
 
 # No `USER node` line, on purpose: the init starts as root to repair volume

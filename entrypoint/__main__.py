@@ -59,6 +59,14 @@ SUBCOMMANDS = {
     "rollback": Subcommand(
         commands.rollback, "[ID]", "put a checkpoint back in place of the state (gateway stopped)"
     ),
+    "backup": Subcommand(
+        commands.backup,
+        "[--output DIR] [--keep N] [--every S]",
+        "the gateway's own verified archive of the state, beside it; the newest N kept",
+    ),
+    "restore": Subcommand(
+        commands.restore, "ARCHIVE", "put an archive's state in place of the state (gateway stopped)"
+    ),
     "supervisord": Subcommand(commands.supervisord, "-c CONFIG", "supervisord's process (PID 1 runs it)"),
 }
 # Called by these names (argv[0]), the program is that tool.

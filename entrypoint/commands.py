@@ -1,24 +1,26 @@
 """The named programs: what the binary does when called as a tool rather than to boot.
 
-Who runs it: operators (`docker exec`, as root or the target user), the engine's HEALTHCHECK and
-Kubernetes' probes (`health`) while the container runs, and PID 1 itself after the boot where it
-cannot fork supervisord (`supervisord`, exec'd as the target user), each in a process of its own
-that ends with the tool. Each function
-reads the settings (`wiring`), then hands over to its program's package; the dispatch table and
-its help are in `__main__`.
+Who runs it: operators (`docker exec`, as root or the target user; one-off containers and
+Kubernetes Jobs for `checkpoint`, `rollback` and `restore`), scheduled jobs (`backup`: a CronJob's
+pod, a compose service) beside the running container, the engine's HEALTHCHECK and Kubernetes'
+probes (`health`) while the container runs, and PID 1 itself after the boot where it cannot fork
+supervisord (`supervisord`, exec'd as the target user), each in a process of its own that ends with
+the tool. Each function reads the settings (`wiring`), then hands over to its program's package;
+the dispatch table and its help are in `__main__`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 
 from . import wiring
 from .common import environment, log, rundir
-from .common.exits import Exit
+from .common.exits import Exit, by_signal
 from .common.fsops import describe
-from .common.plans import StopFlag
+from .common.plans import BackupPlan, StopFlag
 from .common.settings import Settings
 
 _LOG = log.get("main")
@@ -79,6 +81,7 @@ def checkpoint(args: list[str]) -> int:
 def rollback(args: list[str]) -> int:
     """Put a checkpoint back in place of the live state (no application may run on it)."""
     from .boot.upgrade import rollback as rolling
+    from .common import swapjournal
 
     loaded = wiring.load_settings()
     plan = wiring.upgrade_plan(loaded)
@@ -88,7 +91,7 @@ def rollback(args: list[str]) -> int:
             return refused
         try:
             done = rolling.roll_back(plan, wanted, StopFlag())
-        except rolling.RollbackRefused as error:
+        except (rolling.RollbackRefused, swapjournal.Unreadable) as error:
             return _refused("rollback_refused", str(error))
         except OSError as error:
             return _refused(
@@ -98,19 +101,76 @@ def rollback(args: list[str]) -> int:
         return Exit.OK
 
 
+def backup(args: list[str]) -> int:
+    """An archive of the state by the application's own CLI, beside the running application (a
+    one-off, a CronJob's pod, compose.backup.yml's service): as the target user, no state lock."""
+    from .tools import backup as archiving
+
+    loaded = wiring.load_settings()
+    refused = _as_target_user(loaded, "back up")
+    if refused is not None:
+        return refused
+    _end_on_signals()
+    return archiving.main(wiring.backup_plan(loaded), wiring.upgrade_plan(loaded), args)
+
+
+def restore(args: list[str]) -> int:
+    """Put the state an archive of the application's holds in place of the live state (no
+    application may run on it)."""
+    from .boot.upgrade import restore as restoring
+    from .common import swapjournal
+
+    loaded = wiring.load_settings()
+    plan, upgrade = wiring.backup_plan(loaded), wiring.upgrade_plan(loaded)
+    if len(args) != 1:
+        return _restore_usage(plan)
+    _end_on_signals()
+    with _operating(loaded, upgrade.record_dir, "restore") as refused:
+        if refused is not None:
+            return refused
+        try:
+            done = restoring.restore(upgrade, plan, args[0])
+        except restoring.RestoreRefused as error:
+            log.event(_LOG, "error", "restore_refused", str(error))
+            return error.code
+        except swapjournal.Unreadable as error:
+            return _refused("restore_refused", str(error))
+        except OSError as error:
+            return _refused(
+                "restore_failed", f"the restore stopped ({describe(error)}): run it again to finish it"
+            )
+        print(restoring.next_steps(done, upgrade.workspace))
+        return Exit.OK
+
+
+def _restore_usage(plan: BackupPlan) -> int:
+    from .tools import backup as archiving
+
+    try:
+        found = [entry.name for entry in archiving.archives(plan.directory, plan.archive_suffix)]
+    except OSError:
+        found = []
+    there = f"; newest first: {', '.join(found[:5])}" if found else " (none there now)"
+    log.event(
+        _LOG,
+        "error",
+        "restore_usage",
+        f"usage: restore ARCHIVE, a path or the name of one in {plan.directory}{there}",
+        archives=found[:5],
+    )
+    return Exit.USAGE
+
+
 @contextlib.contextmanager
 def _operating(loaded: Settings, record_dir: str, what: str) -> Iterator[int | None]:
     """As the target user (the state is theirs), with the state to itself: yields None, or the exit
     code of a refusal already said (no drop possible, or an application runs on the state)."""
-    from .boot import privileges
     from .common import statelock
 
-    if os.geteuid() == 0 and loaded.user.uid != 0:
-        try:
-            privileges.drop(loaded.user)
-        except (privileges.PrivilegeDropError, OSError) as error:
-            yield _refused("privilege_drop_failed", f"refusing to {what} as root: {error}")
-            return
+    refused = _as_target_user(loaded, what)
+    if refused is not None:
+        yield refused
+        return
     try:
         lock = statelock.take(record_dir)
     except statelock.StateBusy:
@@ -127,6 +187,31 @@ def _operating(loaded: Settings, record_dir: str, what: str) -> Iterator[int | N
         yield None
     finally:
         os.close(lock)
+
+
+def _as_target_user(loaded: Settings, what: str) -> int | None:
+    """Become the target user when started as root (the state and what is written are theirs);
+    the exit code of a refusal already said, or None."""
+    from .boot import privileges
+
+    if os.geteuid() == 0 and loaded.user.uid != 0:
+        try:
+            privileges.drop(loaded.user)
+        except (privileges.PrivilegeDropError, OSError) as error:
+            return _refused("privilege_drop_failed", f"refusing to {what} as root: {error}")
+    return None
+
+
+def _end_on_signals() -> None:
+    """A one-off command that is its container's PID 1 gets no SIGTERM or SIGINT it has no handler
+    for: both end it at once (a CLI it runs is killed with its group; a swap's journal lets the
+    next run finish what it began), with the shell's code for the signal."""
+
+    def end(signum: int, _frame: object) -> None:
+        raise SystemExit(by_signal(signum))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, end)
 
 
 def _refused(event: str, message: str) -> int:

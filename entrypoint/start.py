@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from . import __version__, wiring
+from . import __version__, binary, wiring
 
 # Imported before supervisord's process is forked (the run dir's contracts it shares with the crash
 # guard among them): both processes share their pages.
@@ -81,7 +81,7 @@ def _serve(config: str) -> int:
 
 def _launch(loaded: Settings, ignored: frozenset[int], *, fork_standby: bool) -> supervision.Launch:
     """How supervisord's process will be made; its standby forked now, where a fork is safe."""
-    launch = supervision.Launch(_serve, wiring.self_command(), INTERFACES)
+    launch = supervision.Launch(_serve, binary.self_command(), INTERFACES)
     if not fork_standby or not reaper.alone():
         return launch
     log.load_serializer()  # both processes write lines: they share its pages

@@ -10,20 +10,20 @@ nothing at run time and holds no process logic: plain functions from settings to
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from moltbot import profile
 
+from . import binary
 from .common import environment, log, secretfiles, settings
 from .common.exits import Exit
 from .common.plans import (
+    BackupPlan,
     BootPlan,
     MigrationPlan,
     OwnershipPlan,
@@ -154,6 +154,12 @@ def installed_release() -> Release | None:
     return Release(data["name"], data["version"], commit if isinstance(commit, str) else None)
 
 
+def _offers(since: tuple[str, tuple[int, int]]) -> bool:
+    """Whether the installed release has what its package added in `since` (year, month)."""
+    release = installed_release()
+    return release is not None and release.package == since[0] and _release(release.version) >= since[1]
+
+
 def installed_generation() -> profile.Generation:
     """The gateway the image carries, from its manifest: the newest record of that package that
     begins no later than the installed version."""
@@ -275,24 +281,6 @@ def _program(
     return Program(args[0], argv, env, workdir)
 
 
-def self_command() -> tuple[str, ...]:
-    """How to run this same program again (supervisord, where PID 1 cannot fork it)."""
-    if getattr(sys, "frozen", False):
-        return (sys.executable,)
-    return (sys.executable, "-m", "entrypoint")
-
-
-def _runtime_paths() -> tuple[str, ...]:
-    """What this program runs from, for the user it drops to: frozen, the executable and its
-    directory; otherwise the interpreter, the standard library, this package and supervisor."""
-    frozen_dir = getattr(sys, "_MEIPASS", None) if getattr(sys, "frozen", False) else None
-    if frozen_dir is not None:
-        return (sys.executable, frozen_dir)
-    supervisor = importlib.util.find_spec("supervisor")
-    modules = (os.__file__, __file__, supervisor.origin if supervisor and supervisor.origin else "")
-    return tuple(path for path in (sys.executable, os.path.realpath(sys.executable), *modules) if path)
-
-
 def _config_names(generation: profile.Generation) -> tuple[str, ...]:
     """Every generation's config name, the installed one's first: an older one is renamed to it."""
     others = (g.config_name for g in profile.GENERATIONS if g.config_name != generation.config_name)
@@ -317,8 +305,7 @@ def upgrade_plan(loaded: settings.Settings) -> UpgradePlan:
     `checkpoint` and `rollback`)."""
     generation, release = installed_generation(), installed_release()
     preflight = None
-    package, since = profile.PREFLIGHT_SINCE
-    if release is not None and release.package == package and _release(release.version) >= since:
+    if _offers(profile.PREFLIGHT_SINCE):
         preflight = PreflightPlan(
             state_argv=(*loaded.program_cli, *profile.PREFLIGHT),
             agent_argv=(*loaded.program_cli, *profile.PREFLIGHT_AGENT),
@@ -341,6 +328,24 @@ def upgrade_plan(loaded: settings.Settings) -> UpgradePlan:
         variables={name: loaded.variable(name) for name in names},
         rollback=profile.ROLLBACK_COMMAND,
         program=profile.PROGRAM_NAME,
+    )
+
+
+def backup_plan(loaded: settings.Settings) -> BackupPlan:
+    """The application's own archives, for the operator's `backup` and `restore` (with `upgrade_plan`)."""
+    generation, (package, since) = installed_generation(), profile.BACKUP_SINCE
+    return BackupPlan(
+        supported=_offers(profile.BACKUP_SINCE),
+        since=f"{package} {since[0]}.{since[1]}",
+        secret_path=secret_plan(generation, loaded).path,
+        directory=profile.BACKUP_DIR,
+        keep=profile.BACKUP_KEEP,
+        argv={name: (*loaded.program_cli, *args) for name, args in profile.BACKUP_COMMANDS.items()},
+        env=cli(generation, loaded, []).env,
+        state_dir_env=generation.state_dir_env,
+        archive_suffix=profile.BACKUP_ARCHIVE_SUFFIX,
+        state_asset=profile.BACKUP_STATE_ASSET,
+        timeout_s=profile.BACKUP_TIMEOUT_S,
     )
 
 
@@ -381,7 +386,7 @@ def start(loaded: settings.Settings, args: tuple[str, ...], supervise: bool) -> 
         upgrade=upgrade_plan(loaded),
         credentials=secret_plan(generation, loaded),
         program=program,
-        runtime_paths=_runtime_paths(),
+        runtime_paths=binary.runtime_paths(),
         program_home=_home_dir(loaded) if program.name in (profile.PROGRAM_NAME, profile.APP_NAME) else None,
         seed=SeedPlan(loaded.config_seed, _gateway_dir(loaded), _config_names(generation)),
     )

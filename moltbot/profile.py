@@ -238,6 +238,29 @@ STATE_DB = "state/openclaw.sqlite"
 AGENT_DBS = "agents/*/agent/openclaw-agent.sqlite"
 # Its CLI's cold start took 11 s on a busy 2-core machine; a preflight opens a whole database.
 PREFLIGHT_TIMEOUT_S = 180.0
+# The gateway's own archives of its state (its docs/cli/backup.md and install/backups.md): `create
+# --verify` makes a verified .tar.gz of its state dir (config and credentials in it), its workspace
+# and its agents' databases (captured with SQLite's online backup: it runs beside a live gateway);
+# `verify` checks one; `restore --target` extracts one into an empty directory, never in place.
+# `OUTPUT`, `ARCHIVE` and `TARGET` are replaced. openclaw 2026.9 is the first release these were
+# tried with; 2026.1.29 has no `backup` (it answers with its general help), nor has clawdbot.
+BACKUP_SINCE = ("openclaw", (2026, 9))
+BACKUP_COMMANDS = {
+    "create": ("backup", "create", "--verify", "--output", "OUTPUT", "--json"),
+    "verify": ("backup", "verify", "ARCHIVE", "--json"),
+    "restore": ("backup", "restore", "ARCHIVE", "--target", "TARGET", "--json"),
+}
+# Its archives are named `<local time>-openclaw-backup.tar.gz`: what retention counts and prunes.
+BACKUP_ARCHIVE_SUFFIX = "-openclaw-backup.tar.gz"
+# The kind of the asset, in an archive's manifest.json, that is its state dir.
+BACKUP_STATE_ASSET = "state"
+# Where the scheduled backups go (a volume of their own: compose.backup.yml, the Kubernetes
+# component) and how many are kept.
+BACKUP_DIR = "/var/backups/moltbot"
+BACKUP_KEEP = 7
+# One archive of a large state with its workspace: the CLI's cold start, then a copy and a check.
+BACKUP_TIMEOUT_S = 3600.0
+
 # How the init's messages tell an operator to roll back: compose.yml's service, the image's
 # entrypoint (the subcommand needs no boot).
 ROLLBACK_COMMAND = "docker compose run --rm moltbot-gateway rollback"

@@ -1,5 +1,5 @@
-"""deploy/kubernetes's labels and opt-in components (`components/`: ingress, network-policy,
-config-seed, metrics), rendered on top of each overlay with `kubectl kustomize` and checked without a
+"""deploy/kubernetes's labels and opt-in components (`components/`: backups, config-seed, ingress,
+metrics, network-policy), rendered on top of each overlay with `kubectl kustomize` and checked without a
 cluster: every object passes the schemas (strict), the recommended labels are on every object of
 the base and only the stable ones are in the selectors, a second copy in the same namespace shares
 no selector with the first, and each component does what its comments say.
@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from moltbot import profile
 from tests.test_manifests import KUBERNETES, REPO, VERSIONS, container, env, rendered
 
 COMPONENTS = sorted(path.parent for path in (KUBERNETES / "components").rglob("kustomization.yaml"))
@@ -49,7 +50,13 @@ def render(workdir: Path, overlay: str = "hardened", **extra: Any) -> dict[str, 
 
 
 def test_the_four_components() -> None:
-    assert [path.name for path in COMPONENTS] == ["config-seed", "ingress", "metrics", "network-policy"]
+    assert [path.name for path in COMPONENTS] == [
+        "backups",
+        "config-seed",
+        "ingress",
+        "metrics",
+        "network-policy",
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -60,6 +67,7 @@ def test_each_overlay_with_every_component_passes_the_schema(
     objects = render(tmp_path, overlay)
     assert sorted(objects) == [
         "ConfigMap",
+        "CronJob",
         "Deployment",
         "Ingress",
         "NetworkPolicy",
@@ -96,6 +104,30 @@ def test_the_version_label_is_the_image_s() -> None:
         assert doc["metadata"]["labels"]["app.kubernetes.io/version"] == version
 
 
+# What deploy/README.md gives a second copy for its backups: kustomize leaves a CronJob's pod
+# affinity as it is, and the backup must run beside its own copy's gateway (the claims it mounts).
+SECOND_COPY_BACKUP = {
+    "target": {"kind": "CronJob", "name": "moltbot-backup"},
+    "patch": "- {op: replace, path: /spec/jobTemplate/spec/template/spec/affinity/podAffinity/"
+    "requiredDuringSchedulingIgnoredDuringExecution/0/labelSelector/matchLabels/"
+    "app.kubernetes.io~1instance, value: second}",
+}
+
+
+def backup_pod(copy: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    [cron_job] = copy["CronJob"]
+    pod: dict[str, Any] = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return pod
+
+
+def beside(pod: dict[str, Any]) -> dict[str, str]:
+    """The labels of the pod a backup's pod must run beside (on the same node)."""
+    [term] = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    labels: dict[str, str] = term["labelSelector"]["matchLabels"]
+    return labels
+
+
 def test_a_second_copy_in_the_same_namespace_selects_only_its_own_pod(tmp_path: Path) -> None:
     """As deploy/README.md says: a namePrefix and an instance of its own, in the selectors too."""
     first = render(tmp_path / "first")
@@ -103,6 +135,7 @@ def test_a_second_copy_in_the_same_namespace_selects_only_its_own_pod(tmp_path: 
         tmp_path / "second",
         namePrefix="second-",
         labels=[{"pairs": {"app.kubernetes.io/instance": "second"}, "includeSelectors": True}],
+        patches=[SECOND_COPY_BACKUP],
     )
     selectors = [copy["Service"][0]["spec"]["selector"] for copy in (first, second)]
     assert selectors[0] != selectors[1]
@@ -112,6 +145,11 @@ def test_a_second_copy_in_the_same_namespace_selects_only_its_own_pod(tmp_path: 
         assert copy["NetworkPolicy"][0]["spec"]["podSelector"]["matchLabels"].items() <= selector.items()
         backend = copy["Ingress"][0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
         assert backend["name"] == copy["Service"][0]["metadata"]["name"]
+        assert (
+            beside(backup_pod(copy)).items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
+        claims = set(claims_of(backup_pod(copy)).values())
+        assert claims == {claim["metadata"]["name"] for claim in copy["PersistentVolumeClaim"]}
     assert {copy["Service"][0]["metadata"]["name"] for copy in (first, second)} == {
         "moltbot",
         "second-moltbot",
@@ -187,3 +225,51 @@ def test_the_metrics_component_listens_annotates_the_pod_and_names_the_service_p
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "9800")
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def claims_of(pod: dict[str, Any]) -> dict[str, str]:
+    """A pod's volumes that are claims: {the volume's name: the claim's}."""
+    volumes = pod["volumes"]
+    return {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v
+    }
+
+
+def test_the_backup_runs_the_gateway_s_image_beside_it_on_its_claims_as_uid_1000(tmp_path: Path) -> None:
+    """The CronJob's pod: the Deployment's image (another release's CLI would run its bootstrap on
+    the live state), its claims at its paths and the backups claim, on the gateway's node (the
+    claims are ReadWriteOnce), at the restricted level, one run at a time."""
+    objects = render(tmp_path, images=[{"name": "moltbot", "newName": "mirror/moltbot", "newTag": "9"}])
+    [cron_job], [deployment] = objects["CronJob"], objects["Deployment"]
+    pod, gateway = backup_pod(objects), container(deployment)
+    [backup] = pod["containers"]
+    assert backup["image"] == gateway["image"] == "mirror/moltbot:9"
+    assert backup["args"][0] == "backup" and cron_job["spec"]["concurrencyPolicy"] == "Forbid"
+    mounts = {mount["mountPath"]: mount["name"] for mount in backup["volumeMounts"]}
+    claims, deployed = claims_of(pod), claims_of(deployment["spec"]["template"]["spec"])
+    for mount in gateway["volumeMounts"]:
+        if mount["name"] in deployed:
+            assert claims[mounts[mount["mountPath"]]] == deployed[mount["name"]]
+    assert claims[mounts[profile.BACKUP_DIR]] == "moltbot-backups"
+    assert beside(pod).items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    security = pod["securityContext"]
+    assert (security["runAsNonRoot"], security["runAsUser"], security["fsGroup"]) == (True, 1000, 1000)
+    assert backup["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert backup["securityContext"]["readOnlyRootFilesystem"] is True and "/tmp" in mounts
+
+
+def test_the_compose_backup_service_is_the_cron_job_on_the_compose_volumes(tmp_path: Path) -> None:
+    """compose.backup.yml: the gateway's image, the same command (and a schedule of its own), the
+    gateway's two volumes at their paths, and a backups volume where the CronJob mounts its claim."""
+    gateway = yaml.safe_load((REPO / "compose.yml").read_text())["services"]["moltbot-gateway"]
+    service = yaml.safe_load((REPO / "compose.backup.yml").read_text())["services"]["moltbot-backup"]
+    [backup] = backup_pod(render(tmp_path))["containers"]
+    assert service["image"] == gateway["image"]
+    command = service["command"]
+    every = command.index("--every")
+    assert command[:every] + command[every + 2 :] == backup["args"]
+    assert set(gateway["volumes"]) < set(service["volumes"])
+    assert {volume.split(":")[1] for volume in service["volumes"]} == {
+        mount["mountPath"] for mount in backup["volumeMounts"] if mount["mountPath"] != "/tmp"
+    }
+    assert service["depends_on"]["moltbot-gateway"]["condition"] == "service_healthy"

@@ -190,6 +190,30 @@ def test_the_rollback_job_passes_the_schema_and_mounts_the_deployment_s_claims(v
     assert pod["containers"][0]["volumeMounts"] == deployed["containers"][0]["volumeMounts"]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_restore_job_passes_the_schema_and_mounts_the_claims_of_the_deployment_and_the_backups(
+    version: str,
+) -> None:
+    """As uid 1000 (a namespace that enforces `restricted` runs it), on the Deployment's claims at
+    their paths, with the backups claim read-only where the CronJob writes it."""
+    [job] = list(yaml.safe_load_all((KUBERNETES / "jobs" / "restore.yaml").read_text()))
+    kubernetes_validate.validate(job, version, strict=True)
+    [deployment] = [doc for doc in rendered(KUBERNETES / "base") if doc["kind"] == "Deployment"]
+    pod, deployed = job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]
+    [restore] = pod["containers"]
+    assert restore["args"][0] == "restore" and pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True and restore["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]
+    }
+    mounts = {mount["mountPath"]: mount for mount in restore["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    for mount in deployed["containers"][0]["volumeMounts"]:
+        assert volumes[mounts[mount["mountPath"]]["name"]] in deployed["volumes"]
+    backups = mounts["/var/backups/moltbot"]
+    assert backups["readOnly"] is True
+    assert volumes[backups["name"]]["persistentVolumeClaim"]["claimName"] == "moltbot-backups"
+
+
 # -- podman ----------------------------------------------------------------------------------------
 
 

@@ -1,14 +1,17 @@
 """Checkpoints of the state, as they lie in the record dir: their names, their manifest, and the
 listing of the whole ones.
 
-Who uses it: the boot's upgrade gate and the operator's `checkpoint` and `rollback` (as the target
-user) write them; `checkpoints` and `status` (operators, any user) read them. Layout:
+Who uses it: the boot's upgrade gate and the operator's `checkpoint`, `rollback` and `restore` (as
+the target user) write them; `checkpoints` and `status` (operators, any user) read them. Layout:
 
     <record dir>/checkpoints/<id>/              a whole checkpoint: its trees, then its manifest
         manifest.json                           written last: without it, it is not a checkpoint
         <tree>/                                 each tree it holds (the state dir, the home, ...)
     <record dir>/checkpoints/.staging-<id>/     one being taken; removed by the next one taken
     <record dir>/rolled-back/<UTC time>/        the live trees a rollback set aside (never deleted)
+    <record dir>/before-restore/<UTC time>/     the live trees a restore set aside (never deleted)
+    <record dir>/restored/<UTC time>/           what else the restored archive held (its manifest,
+                                                its workspace), for the operator to take from
 
 A checkpoint becomes visible by one rename of its staging directory, once complete and on disk:
 whatever kills its taker, there is a whole checkpoint or none.
@@ -27,6 +30,8 @@ from .releases import Release
 
 DIR = "checkpoints"
 ROLLED_BACK = "rolled-back"
+BEFORE_RESTORE = "before-restore"
+RESTORED = "restored"
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 FORMAT_VERSION = 1
@@ -36,6 +41,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def stamp(now: float) -> str:
     """UTC time as a name: 20261206T190312Z."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def unused(name: str, taken: set[str]) -> str:
+    """`name`, else `name-2`, `name-3`...: two made within one second (an operator's checkpoint,
+    then a boot's; two restores) each keep their own."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate
 
 
 def new_id(release: Release | None, now: float) -> str:

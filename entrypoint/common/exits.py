@@ -17,6 +17,15 @@ class Exit(enum.IntEnum):
     # failing health check, a status without supervisord, a refused checkpoint or rollback).
     FAILED = 1
     USAGE = 64  # EX_USAGE: an unknown program name, subcommand or option
+    # EX_DATAERR: an archive the application's own check refuses (damaged, or none of its own).
+    DATA_ERROR = 65
+    NO_INPUT = 66  # EX_NOINPUT: an archive that is not there or cannot be read
+    # EX_UNAVAILABLE: what was asked needs a release this image does not run: one that makes
+    # archives of its own, or the one the state belongs to (a backup must run that one).
+    UNAVAILABLE = 69
+    # EX_CANTCREAT: no room or no permission to write what was asked (a restore's staging, the
+    # directory a backup writes into).
+    CANT_CREATE = 73
     SOFTWARE = 70  # EX_SOFTWARE: an unexpected internal error (one `init_crashed` line)
     # EX_TEMPFAIL, "a temporary failure; the user is invited to retry later": the program was
     # refused, not misconfigured, so an orchestrator that restarts on failure tries again, and the

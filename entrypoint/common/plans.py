@@ -155,6 +155,32 @@ class UpgradePlan:
 
 
 @dataclass(frozen=True)
+class BackupPlan:
+    """The application's own archives of its state, made and checked by its CLI (`argv`: `create`,
+    `verify`, `restore`; `OUTPUT`, `ARCHIVE` and `TARGET` in them are replaced): made beside the
+    running application into `directory`, the newest `keep` kept (the operator's options may say
+    others), each with a copy of the generated secret (`secret_path`) beside it; checked and
+    extracted by the installed release before a restore puts the archive's state dir in place.
+
+    `supported` is False for a release without them (`since` says which have them). `env` is the
+    application's, pointed at the live state; a call that only reads an archive points
+    `state_dir_env` and HOME at a scratch directory. `archive_suffix` ends its archives' names;
+    `state_asset` is the kind of the asset, in an archive's manifest, that is the state dir."""
+
+    supported: bool
+    since: str
+    secret_path: str
+    directory: str
+    keep: int
+    argv: Mapping[str, tuple[str, ...]]
+    env: Mapping[str, str]
+    state_dir_env: tuple[str, ...]
+    archive_suffix: str
+    state_asset: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class SeedPlan:
     """The program's first config: `source` copied to `target_dir`/`config_names[0]` when no file of
     `config_names` (every name the program's config ever had) is there; `source` empty: no seed."""

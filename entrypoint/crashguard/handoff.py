@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ..common import guardplan, rundir, text
+from ..common.cli import Ran, answer_of, run
 from ..common.guardplan import HandoffPlan
 from .facts import Answer, Handoff
 
@@ -29,72 +29,6 @@ PROTOCOL_VERSION = 1
 # How a CLI built on `commander` says it has no such command (older generations).
 _NO_SUCH_COMMAND = ("unknown command", "too many arguments", "unknown option")
 _DETAIL_MAX = 300
-
-
-@dataclass(frozen=True)
-class Ran:
-    """One call of the CLI: its exit code (None: it did not finish), what it printed, or why not."""
-
-    code: int | None
-    stdout: str
-    stderr: str
-    failure: str = ""  # why there is no exit code: not runnable, or past the timeout
-    started: bool = True  # False: there is no such program to run (no CLI, no contract)
-
-
-def run(argv: tuple[str, ...], timeout_s: float) -> Ran:
-    # Imported at the first call: supervisord's process keeps what it imports for its whole life,
-    # and most never see a clean exit of the program.
-    import subprocess
-
-    try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # its own process group: killed whole past the timeout
-        )
-    except OSError as error:
-        return Ran(None, "", "", f"cannot run {argv[0]}: {error.strerror or error}", started=False)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        return Ran(None, stdout, stderr, f"no answer within {timeout_s:g}s")
-    return Ran(process.returncode, stdout, stderr)
-
-
-def answer_of(text: str) -> dict[str, Any] | None:
-    """The JSON object the CLI printed (indented, possibly after other lines), or None."""
-    decoder = json.JSONDecoder()
-    starts = [
-        index for index, char in enumerate(text) if char == "{" and (index == 0 or text[index - 1] == "\n")
-    ]
-    for start in starts:
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _last_line(ran: Ran) -> str:
-    lines = [line.strip() for line in (ran.stderr or ran.stdout).splitlines() if line.strip()]
-    return text.one_line(lines[-1] if lines else "", _DETAIL_MAX)
-
-
-def _why(ran: Ran) -> str:
-    if ran.failure:
-        return ran.failure
-    last = _last_line(ran)
-    return f"exit code {ran.code}{': ' + last if last else ''}"
 
 
 def capability(ran: Ran) -> bool | None:
@@ -118,7 +52,7 @@ def consumed(pid: int, ran: Ran) -> Handoff:
     """What `consume --expected-pid PID --json` said about the exit of `pid`."""
     answer = answer_of(ran.stdout)
     if answer is None:
-        return Handoff(pid, Answer.FAILED, f"consume: {_why(ran)}")
+        return Handoff(pid, Answer.FAILED, f"consume: {ran.why()}")
     status = text.one_line(str(answer.get("status")), _DETAIL_MAX)
     reason = text.one_line(str(answer.get("reason") or ""), _DETAIL_MAX)
     handoff = answer.get("handoff")
@@ -134,7 +68,7 @@ def consumed(pid: int, ran: Ran) -> Handoff:
     if ran.code == 0 and answer.get("ok") is True and status in ("none", "rejected"):
         return Handoff(pid, Answer.DECLINED, f"{status}: {reason or 'no reason given'}")
     # `status: "error"`: `invalid-expected-pid` (exit 2), `store-unavailable` (exit 1), or worse.
-    return Handoff(pid, Answer.FAILED, f"consume: {status} {reason or _why(ran)}".strip())
+    return Handoff(pid, Answer.FAILED, f"consume: {status} {reason or ran.why()}".strip())
 
 
 def _text(value: Any) -> str | None:
@@ -172,9 +106,9 @@ def ask(plan: HandoffPlan, pid: int, probe: bool) -> Handoff:
             return Handoff(pid, Answer.UNSUPPORTED, f"capabilities: {ran.failure}")
         capable = capability(ran)
         if capable is None:
-            return Handoff(pid, Answer.FAILED, f"capabilities: {_why(ran)}")
+            return Handoff(pid, Answer.FAILED, f"capabilities: {ran.why()}")
         remember(plan, capable, time.time())
         if not capable:
-            return Handoff(pid, Answer.UNSUPPORTED, f"capabilities: {_why(ran)}", capable=False)
+            return Handoff(pid, Answer.UNSUPPORTED, f"capabilities: {ran.why()}", capable=False)
     argv = tuple(str(pid) if arg == guardplan.PID else arg for arg in plan.consume)
     return replace(consumed(pid, run(argv, plan.timeout_s)), capable=capable)

@@ -397,6 +397,10 @@ class Stack:
         return f"{self.project}_workspace"
 
     @property
+    def backups_volume(self) -> str:
+        return f"{self.project}_backups"
+
+    @property
     def network(self) -> str:
         return f"{self.project}_default"
 
@@ -428,6 +432,7 @@ class Stack:
             **os.environ,
             "MOLTBOT_DATA_VOLUME": self.data_volume,
             "MOLTBOT_WORKSPACE_VOLUME": self.workspace_volume,
+            "MOLTBOT_BACKUPS_VOLUME": self.backups_volume,  # compose.backup.yml's
         }
         completed = run([*argv, *args], timeout=timeout, cwd=REPO, env=env)
         if check and completed.returncode != 0:
@@ -446,7 +451,7 @@ class Stack:
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "15", check=False)
         # Volumes seeded before `up` were not created by compose, which may leave them.
-        docker("volume", "rm", "-f", self.data_volume, self.workspace_volume)
+        docker("volume", "rm", "-f", self.data_volume, self.workspace_volume, self.backups_volume)
 
     # -- the container ---------------------------------------------------------------------------
     def inspect(self) -> dict[str, Any]:

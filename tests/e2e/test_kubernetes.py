@@ -1,7 +1,8 @@
 """The hardened Kubernetes overlay with every opt-in component, run for real: podman 4.3 plays the
-very objects that `kubectl kustomize` renders of them (a Deployment, its two claims and the config
-seed's ConfigMap; podman has no use for the Service, the Ingress and the NetworkPolicy), with the
-image from the local Docker engine.
+very objects that `kubectl kustomize` renders of them (a Deployment, its claims and the config
+seed's ConfigMap; podman has no use for the Service, the Ingress and the NetworkPolicy, and none for
+a CronJob), with the image from the local Docker engine. The backup CronJob's pod template is then
+played as a Pod beside the gateway: its backup, as the CronJob would make it.
 
 Its pod must come up as uid 1000 on a read-only root filesystem with no capability, its claims as
 podman volumes, its gateway answering `moltbot-init health`; after `podman kube down` and a second
@@ -67,6 +68,7 @@ def test_hardened_overlay_plays_answers_health_and_keeps_its_state_across_down_a
     pod = f"{prefix}-moltbot-pod-0"  # podman names a Deployment's pod so
     container = f"{pod}-moltbot"
     manifest = tmp_path / "hardened.yaml"
+    backup = f"{prefix}-backup"  # the CronJob's pod, and its container `<pod>-backup`
     try:
         play(manifest, documents)
         said = pm.wait_healthy(container)
@@ -86,7 +88,12 @@ def test_hardened_overlay_plays_answers_health_and_keeps_its_state_across_down_a
         # The config seed's ConfigMap, mounted as a file: the first boot's config.
         assert phases["config_seed"]["figures"]["seeded"] is True
         mounted = pm.mounts(container)
-        assert [mounted[path].get("Name") for path in (STATE_DIR, WORKSPACE_DIR)] == claims
+        assert [mounted[path].get("Name") for path in (STATE_DIR, WORKSPACE_DIR)] == [
+            f"{prefix}-moltbot-state",
+            f"{prefix}-moltbot-workspace",
+        ]
+        created = backed_up(tmp_path, documents, backup)
+        assert created["secret_copied"] is True and set(created["assets"]) >= {"state", "workspace"}
 
         token = pm.podman("exec", container, "cat", TOKEN_FILE, check=True).stdout
         config = f"printf '%s' '{MARKER_CONFIG.strip()}' > {GATEWAY_DIR}/openclaw.json"
@@ -112,5 +119,23 @@ def test_hardened_overlay_plays_answers_health_and_keeps_its_state_across_down_a
     finally:
         if pm.podman("container", "exists", container).returncode == 0:
             pm.save_logs(container, "kube-play")
+        pm.podman("pod", "rm", "--force", "--ignore", backup, timeout=120)
         pm.podman("kube", "down", str(manifest), timeout=300)
         pm.remove((container,), tuple(claims))
+
+
+def backed_up(workdir: Path, documents: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The backup CronJob's pod template played as a Pod beside the running gateway (podman runs no
+    CronJob), on the same claims: its `backup_created` line, once it exited 0."""
+    [cron_job] = [doc for doc in documents if doc["kind"] == "CronJob"]
+    spec = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    play(
+        workdir / "backup.yaml",
+        [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}],
+    )
+    container = f"{name}-backup"
+    waited = pm.podman("wait", container, timeout=600, check=True)
+    pm.save_logs(container, "kube-play-backup")
+    assert waited.stdout.strip() == "0", pm.podman("logs", container).stderr
+    [created] = pm.events(container, "backup_created")
+    return created

@@ -3,30 +3,32 @@ this state first touches it (its gateway, or its CLI, whose start runs its own b
 state), a checkpoint to go back to and the release's own word on the state; an older release than
 the newest that ran is held, the state unchanged. `gate` decides; `checkpoint` takes and prunes
 checkpoints; `sqlitecopy` consolidates their databases; `preflight` asks the new release;
-`rollback` puts a checkpoint back in place (the operator's command).
+`rollback` and `restore` (the operator's commands) put a checkpoint, or an archive of the
+application's own, in place of the state through `swap`, whose journal a boot finishes.
 
 Who runs it: the boot's upgrade phase in PID 1 (its place is pipeline.py's), after the privilege
 drop, as the target user, holding the state lock from its first step for the rest of PID 1's life
-(`common/statelock`: no operator's rollback runs beside a live application); the operator's
-`checkpoint`, `checkpoints` and `rollback`, one-off processes that drop to the target user first.
-What a boot of the same release costs is one read of the history (and of a rollback's journal);
-its modules import the rest only when the release changed.
+(`common/statelock`: no operator's rollback or restore runs beside a live application); the
+operator's `checkpoint`, `checkpoints`, `rollback` and `restore`, one-off processes that drop to
+the target user first. What a boot of the same release costs is one read of the history (and a
+look for a swap's journal); its modules import the rest only when the release changed.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from ...common import statelock
+from ...common import statelock, swapjournal
 from ...common.fsops import describe, errno_name
 from ...common.guardstate import HoldCause
 from ...common.plans import Hold, StopFlag, UpgradePlan
 from ...common.report import PhaseRecorder, PhaseResult
 from ...common.settings import Name
 from ..treecopy import Interrupted, SourceError
-from . import journal
 from .gate import decide
 
 PHASE = "upgrade"
@@ -58,11 +60,13 @@ def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
     except OSError as error:  # a record dir it cannot write: the gate cannot keep a way back
         return _failed(plan, recorder, describe(error), None, path=error.filename, errno=errno_name(error))
     try:
-        if journal.pending(plan.record_dir) is not None:
-            refused = _finish_rollback(plan, recorder, stop)
-            if refused is not None:  # its checkpoint went: the state is half rolled back
-                return _failed(plan, recorder, refused, lock)
+        if os.path.lexists(os.path.join(plan.record_dir, swapjournal.FILE)):
+            _finish_swap(recorder, plan.record_dir)
+        elif os.path.lexists(swapjournal.staging(plan.record_dir)):  # a swap killed while it staged
+            shutil.rmtree(swapjournal.staging(plan.record_dir), ignore_errors=True)
         decided = decide(plan, recorder, stop)
+    except swapjournal.Unreadable as unreadable:  # the state may be half swapped: nothing starts on it
+        return _failed(plan, recorder, str(unreadable), lock)
     except Interrupted:
         recorder.figures["interrupted"] = True  # the checkpoint's staging is gone; the boot ends
         return _ended(recorder, None, lock)
@@ -78,22 +82,19 @@ def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
     return _ended(recorder, decided.holds, lock, prune)
 
 
-def _finish_rollback(plan: UpgradePlan, recorder: PhaseRecorder, stop: StopFlag) -> str | None:
-    """A rollback killed half-way, finished before anything starts on a state it left without its
-    trees; why it cannot be, if so."""
-    from . import rollback  # only here: a boot with no journal imports none of it
+def _finish_swap(recorder: PhaseRecorder, record_dir: str) -> None:
+    """A rollback or restore killed half-way, finished before anything starts on a state it may
+    have left without its trees."""
+    from . import swap  # only here: a boot with no journal imports none of it
 
-    try:
-        done = rollback.roll_back(plan, None, stop)
-    except rollback.RollbackRefused as refused:
-        return str(refused)
-    recorder.warn(
-        "rollback_finished",
-        f"a rollback to {done.checkpoint.id} was interrupted: it was finished now",
-        checkpoint=done.checkpoint.id,
-        aside=done.aside,
-    )
-    return None
+    done = swap.resume(record_dir)
+    if done is not None:
+        recorder.warn(
+            f"{done.kind}_finished",
+            f"a {done.kind} of {done.source} was interrupted: it was finished now",
+            source=done.source,
+            aside=done.aside,
+        )
 
 
 def _failed(

@@ -82,7 +82,7 @@ def take(
         if not measured.enough:
             raise NoRoom(measured, record_dir)
         started = now()
-        name = _unused(checkpoints.new_id(release, started), set(os.listdir(root_fd)))
+        name = checkpoints.unused(checkpoints.new_id(release, started), set(os.listdir(root_fd)))
         staging = checkpoints.STAGING_PREFIX + name
         os.mkdir(staging, 0o700, dir_fd=root_fd)
         try:
@@ -105,16 +105,6 @@ def take(
         seconds=round(now() - started, 3),
     )
     return manifest
-
-
-def _unused(name: str, present: set[str]) -> str:
-    """`name`, else `name-2`, `name-3`...: two checkpoints taken within one second (an operator's,
-    then a boot's) each keep their own."""
-    candidate, number = name, 1
-    while candidate in present:
-        number += 1
-        candidate = f"{name}-{number}"
-    return candidate
 
 
 def _fill(

@@ -13,15 +13,13 @@ let it start; `incompatible` and `indeterminate` do not (nor does a CLI that giv
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
 import shutil
-import signal
 from dataclasses import dataclass
 
-from ...common import text
+from ...common import cli, text
 from ...common.plans import PreflightPlan
 
 STARTS = frozenset({"exact", "startup-repairable", "migration-required"})
@@ -64,51 +62,22 @@ def _run(
 ) -> Verdict:
     """The verdict on the database at `located` ((the state tree, its path in it): the path names
     the verdict, as each agent's database has the same file name)."""
-    import subprocess  # only an upgrade asks the CLI anything
-
     state, name = located
     database = os.path.join(state, name)
-
     shutil.rmtree(scratch, ignore_errors=True)
-    for directory in ("state", "home"):
-        os.makedirs(os.path.join(scratch, directory), 0o700)
+    env = cli.in_scratch(plan.env, plan.state_dir_env, scratch)
     copy = os.path.join(scratch, os.path.basename(database))
     shutil.copyfile(database, copy)  # the release reads a copy of the checkpoint's copy
-    env = {**plan.env, "HOME": os.path.join(scratch, "home")}
-    env.update({name: os.path.join(scratch, "state") for name in plan.state_dir_env})
     command = [copy if arg == "PATH" else agent if arg == "AGENT" else arg for arg in argv]
-    try:
-        process = subprocess.Popen(
-            command,
-            cwd=scratch,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: killed whole past the timeout
-        )
-    except OSError as error:
-        return Verdict(name, "indeterminate", f"cannot run {command[0]}: {error.strerror}")
-    try:
-        stdout, stderr = process.communicate(timeout=plan.timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        return Verdict(name, "indeterminate", f"no answer within {plan.timeout_s:g}s")
-    return _verdict(name, process.returncode, stdout, stderr)
+    return _verdict(name, cli.run(command, plan.timeout_s, env, cwd=scratch))
 
 
-def _verdict(name: str, code: int, stdout: bytes, stderr: bytes) -> Verdict:
+def _verdict(name: str, ran: cli.Ran) -> Verdict:
     """The JSON the CLI printed (its `status` and `issues`); `indeterminate` without one."""
-    said = text.decoded(stdout)
-    answer = None
-    with contextlib.suppress(ValueError):
-        answer = json.loads(said[said.find("{") :]) if "{" in said else None
+    answer = cli.answer_of(ran.stdout)
     if not isinstance(answer, dict) or not isinstance(answer.get("status"), str):
-        last = [line for line in text.decoded(stderr or stdout).splitlines() if line.strip()][-1:]
-        why = text.one_line(last[0] if last else "no output", _SAID_MAX)
-        return Verdict(name, "indeterminate", f"exit code {code}, no verdict: {why}")
+        last = cli.last_line(ran.stderr or ran.stdout) or "no output"
+        return Verdict(name, "indeterminate", ran.failure or f"exit code {ran.code}, no verdict: {last}")
     issues = answer.get("issues")
     detail = json.dumps(issues)[:_SAID_MAX] if issues else ""
     return Verdict(name, text.one_line(answer["status"], 60), text.one_line(detail, _SAID_MAX))

@@ -1,23 +1,30 @@
 """What the upgrade tests share: a state volume as the image lays it out, the gate's plan for a
-release, a stand-in CLI that answers the preflight, and a gateway-like state with live databases."""
+release, stand-in CLIs that answer the preflight and make and read archives, and a gateway-like
+state with live databases."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from entrypoint.boot import upgrade
-from entrypoint.common.plans import PreflightPlan, StopFlag, UpgradePlan
+from entrypoint.common import swapjournal
+from entrypoint.common.plans import BackupPlan, PreflightPlan, StopFlag, UpgradePlan
 from entrypoint.common.releases import Release
 from entrypoint.common.settings import Name, UpgradeSettings
 
 REPO = Path(__file__).resolve().parents[3]
 PREFLIGHT_CLI = REPO / "tests" / "standins" / "preflight_cli.py"
+BACKUP_CLI = REPO / "tests" / "standins" / "backup_cli.py"
+SECRET = "gateway-token"
 OLD = Release("openclaw", "2026.1.29")
 NEW = Release("openclaw", "2026.9.6", "eb377ac5")
 ROLLBACK = "docker compose run --rm moltbot-gateway rollback"
@@ -119,3 +126,54 @@ def gateway_state(state: Path, stamp: str | None = OLD.version) -> None:
     (state / "credentials" / "oauth.json").chmod(0o600)
     database(state / "state" / "openclaw.sqlite", 40)
     database(state / "agents" / "main" / "agent" / "openclaw-agent.sqlite", 25, version=7)
+
+
+def backup_plan_for(
+    root: Path, version: str = NEW.version, refuse: str = "", log: Path | None = None, supported: bool = True
+) -> BackupPlan:
+    """The archives of the volume at `root`, made and read by the stand-in CLI as `version`, into
+    `<root>/backups`."""
+    state, _, workspace = layout(root)
+    cli = (sys.executable, str(BACKUP_CLI), "--version", version, "--refuse", refuse)
+    if log is not None:
+        cli = (*cli, "--log", str(log))
+    commands = {
+        "create": ("backup", "create", "--verify", "--output", "OUTPUT", "--json"),
+        "verify": ("backup", "verify", "ARCHIVE", "--json"),
+        "restore": ("backup", "restore", "ARCHIVE", "--target", "TARGET", "--json"),
+    }
+    (root / "backups").mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root / "volume" / "home")}
+    return BackupPlan(
+        supported=supported,
+        since="openclaw 2026.9",
+        secret_path=str(root / "volume" / ".moltbot-init" / SECRET),
+        directory=str(root / "backups"),
+        keep=7,
+        argv={name: (*cli, *args) for name, args in commands.items()},
+        env={**env, "OPENCLAW_STATE_DIR": str(state), "OPENCLAW_WORKSPACE_DIR": str(workspace)},
+        state_dir_env=("OPENCLAW_STATE_DIR",),
+        archive_suffix="-openclaw-backup.tar.gz",
+        state_asset="state",
+        timeout_s=60.0,
+    )
+
+
+def killed_at_seeded_points(
+    step: Callable[[], dict[str, Any]], volume: Path, seed: int, count: int
+) -> Iterator[tuple[int, int, bool]]:
+    """A swap (`step`) SIGKILLed at `count` of its filesystem calls, chosen by `seed`, each time on
+    a fresh copy of `volume` as it is now: (the kill's number, the call it came at, whether the
+    swap's journal was written by then). The caller then checks what a next run or boot makes of it."""
+    from tests.boot.migration.killing import killed
+
+    snapshot = volume.with_name(volume.name + "-before-the-kills")
+    subprocess.run(["cp", "-a", str(volume), str(snapshot)], check=True)
+    calls = killed(step).calls
+    for number, kill_at in enumerate(
+        sorted(random.Random(seed).sample(range(1, calls + 1), min(calls, count)))
+    ):
+        subprocess.run(["rm", "-rf", str(volume)], check=True)
+        subprocess.run(["cp", "-a", str(snapshot), str(volume)], check=True)
+        assert killed(step, kill_at).killed
+        yield number, kill_at, (volume / ".moltbot-init" / swapjournal.FILE).exists()

@@ -6,17 +6,27 @@ next rollback, or by the next boot, never a start on half a state."""
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 
-from entrypoint.boot.upgrade import journal, rollback
-from entrypoint.common import checkpoints, releases, statelock
+from entrypoint.boot.upgrade import rollback
+from entrypoint.common import checkpoints, releases, statelock, swapjournal
 from entrypoint.common.plans import StopFlag
 from entrypoint.common.releases import History, Ran
 from tests.boot.migration.killing import killed, shape
-from tests.boot.upgrade.helpers import NEW, OLD, database, events, gate, gateway_state, layout, plan_for, rows
+from tests.boot.upgrade.helpers import (
+    NEW,
+    OLD,
+    database,
+    events,
+    gate,
+    gateway_state,
+    killed_at_seeded_points,
+    layout,
+    plan_for,
+    rows,
+)
 
 
 def upgraded(root: Path) -> tuple[dict, dict]:
@@ -44,17 +54,17 @@ def test_a_rollback_puts_the_old_state_back_sets_the_new_aside_and_the_old_image
         done = rollback.roll_back(plan, None, StopFlag())
     finally:
         os.close(lock)
-    assert done.checkpoint.release == OLD and not done.resumed
+    assert done.checkpoint is not None and done.checkpoint.release == OLD  # not a resumed swap
     state = tmp_path / "volume" / "gateway"
     assert rows(state / "state" / "openclaw.sqlite") == 40  # OLD's rows, consolidated
     assert {k: v for k, v in shape(state).items() if ".sqlite" not in k} == {
         k: v for k, v in old["gateway"].items() if ".sqlite" not in k
     }
     assert shape(tmp_path / "volume" / "home") == old["home"]
-    aside = Path(done.aside)
+    aside = Path(done.swap.aside)
     assert aside.parent.name == checkpoints.ROLLED_BACK
     assert shape(aside / "gateway") == new["gateway"] and shape(aside / "home") == new["home"]
-    assert [m.id for m in checkpoints.listing(plan.record_dir)] == [done.checkpoint.id]  # still whole
+    assert [m.id for m in checkpoints.listing(plan.record_dir)] == [done.swap.source]  # still whole
     history = releases.read(plan.record_dir)
     assert history is not None and [ran.release for ran in history.ran] == [OLD]
     assert [ran.release for ran in history.rolled_back] == [NEW]
@@ -62,7 +72,7 @@ def test_a_rollback_puts_the_old_state_back_sets_the_new_aside_and_the_old_image
     result = gate(plan_for(tmp_path, OLD))
     assert (result.holds, events(result)) == (None, [])
     said = rollback.next_steps(done)
-    assert OLD.label in said and done.aside in said
+    assert OLD.label in said and done.swap.aside in said
 
 
 def test_a_rollback_refuses_without_a_checkpoint_to_go_back_to(tmp_path: Path) -> None:
@@ -80,18 +90,13 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_rollback_or_the_next_boot
     old, new = upgraded(tmp_path)
     plan = plan_for(tmp_path, NEW)
     volume = tmp_path / "volume"
-    snapshot = tmp_path / "snapshot"
-    os.system(f"cp -a {volume} {snapshot}")  # the state as the upgrade left it, for every kill
 
     def step() -> dict:
-        return {"aside": rollback.roll_back(plan, None, StopFlag()).aside}
+        return {"aside": rollback.roll_back(plan, None, StopFlag()).swap.aside}
 
-    calls = killed(step).calls
     aside_dir = volume / ".moltbot-init" / checkpoints.ROLLED_BACK
-    for number, kill_at in enumerate(sorted(random.Random(seed).sample(range(1, calls + 1), min(calls, 20)))):
-        os.system(f"rm -rf {volume} && cp -a {snapshot} {volume}")
-        assert killed(step, kill_at).killed
-        if not (volume / ".moltbot-init" / journal.FILE).exists():
+    for number, kill_at, journaled in killed_at_seeded_points(step, volume, seed, 20):
+        if not journaled:
             # Killed before its journal: nothing moved; the state is still the one NEW made.
             assert {name: shape(volume / name) for name in ("gateway", "home")} == new, kill_at
             assert not aside_dir.exists() or os.listdir(aside_dir) == [], kill_at
@@ -109,4 +114,4 @@ def test_a_kill_at_any_instant_is_finished_by_the_next_rollback_or_the_next_boot
         }, kill_at
         [aside] = os.listdir(aside_dir)
         assert shape(aside_dir / aside / "gateway") == new["gateway"], kill_at
-        assert not (volume / ".moltbot-init" / journal.FILE).exists()
+        assert not (volume / ".moltbot-init" / swapjournal.FILE).exists()
