@@ -34,7 +34,7 @@ from .common.plans import (
     SeedPlan,
     UpgradePlan,
 )
-from .common.releases import Release
+from .common.releases import Release, version_key
 
 if TYPE_CHECKING:
     from .common.guardplan import GuardPlan
@@ -123,15 +123,6 @@ def _home_dir(loaded: settings.Settings) -> str:
 # -- the installed gateway -------------------------------------------------------------------------
 
 
-def _release(version: str) -> tuple[int, int]:
-    """`2026.9.6` or `2026.1.24-3` -> (2026, 9) / (2026, 1); (0, 0) when it is not such a version."""
-    parts = version.split(".")
-    try:
-        return int(parts[0]), int(parts[1].split("-")[0])
-    except (IndexError, ValueError):
-        return 0, 0
-
-
 def _manifests() -> Iterator[dict[str, Any]]:
     """What the image records about its gateway, in the profile's order (unreadable ones skipped)."""
     for manifest in profile.MANIFESTS:
@@ -154,17 +145,22 @@ def installed_release() -> Release | None:
     return Release(data["name"], data["version"], commit if isinstance(commit, str) else None)
 
 
+def _year_month(version: str) -> tuple[int, ...]:
+    """`2026.9.6` -> (2026, 9), `2026.1.24-3` -> (2026, 1): what the profile dates releases by."""
+    return version_key(version)[:2]
+
+
 def _offers(since: tuple[str, tuple[int, int]]) -> bool:
     """Whether the installed release has what its package added in `since` (year, month)."""
     release = installed_release()
-    return release is not None and release.package == since[0] and _release(release.version) >= since[1]
+    return release is not None and release.package == since[0] and _year_month(release.version) >= since[1]
 
 
 def installed_generation() -> profile.Generation:
     """The gateway the image carries, from its manifest: the newest record of that package that
     begins no later than the installed version."""
     for data in _manifests():
-        release = _release(str(data.get("version", "")))
+        release = _year_month(str(data.get("version", "")))
         known = [g for g in profile.GENERATIONS if g.package == data.get("name") and g.since <= release]
         if known:
             return max(known, key=lambda generation: generation.since)
