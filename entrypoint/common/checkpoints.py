@@ -29,12 +29,14 @@ from . import log, rundir
 from .releases import Release
 
 DIR = "checkpoints"
-ROLLED_BACK = "rolled-back"
-BEFORE_RESTORE = "before-restore"
-RESTORED = "restored"
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 FORMAT_VERSION = 1
+# What a rollback and a restore replace goes aside here, never deleted by the init; a restore
+# keeps what of its archive it did not put in place in RESTORED.
+ROLLED_BACK = "rolled-back"
+BEFORE_RESTORE = "before-restore"
+RESTORED = "restored"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

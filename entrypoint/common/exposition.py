@@ -33,9 +33,10 @@ class Family:
     """One metric: its name, its type, what it means, and its samples (none: it is left out)."""
 
     name: str
+    # A counter's name ends in `_total`, a gauge's never (`__post_init__`).
     kind: Kind
     help: str
-    samples: tuple[Sample, ...]
+    samples: tuple[Sample, ...]  # none: the family is left out (an unknown value is never a 0)
 
     def __post_init__(self) -> None:
         # Names are the code's own, never outside text: a wrong one is a bug, refused at once.

@@ -155,6 +155,16 @@ class UpgradePlan:
 
 
 @dataclass(frozen=True)
+class SeedPlan:
+    """The program's first config: `source` copied to `target_dir`/`config_names[0]` when no file of
+    `config_names` (every name the program's config ever had) is there; `source` empty: no seed."""
+
+    source: str
+    target_dir: str
+    config_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class BackupPlan:
     """The application's own archives of its state, made and checked by its CLI (`argv`: `create`,
     `verify`, `restore`; `OUTPUT`, `ARCHIVE` and `TARGET` in them are replaced): made beside the
@@ -172,22 +182,14 @@ class BackupPlan:
     secret_path: str
     directory: str
     keep: int
+    # The application's CLI, by what it does (`create`, `verify`, `restore`): its argv and environment.
     argv: Mapping[str, tuple[str, ...]]
     env: Mapping[str, str]
+    timeout_s: float
     state_dir_env: tuple[str, ...]
+    # What its archives are: how their names end, and which of their assets is the state dir.
     archive_suffix: str
     state_asset: str
-    timeout_s: float
-
-
-@dataclass(frozen=True)
-class SeedPlan:
-    """The program's first config: `source` copied to `target_dir`/`config_names[0]` when no file of
-    `config_names` (every name the program's config ever had) is there; `source` empty: no seed."""
-
-    source: str
-    target_dir: str
-    config_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)

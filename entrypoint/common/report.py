@@ -40,13 +40,7 @@ class PhaseResult:
     def to_dict(self) -> dict[str, Any]:
         """What the report says of a phase: its typed fields that steer the boot (a subclass's) are
         the boot's business, not the report's."""
-        return {
-            "name": self.name,
-            "status": self.status,
-            "duration_ms": self.duration_ms,
-            "figures": self.figures,
-            "warnings": self.warnings,
-        }
+        return {key: getattr(self, key) for key in ("name", "status", "duration_ms", "figures", "warnings")}
 
 
 class PhaseRecorder:
