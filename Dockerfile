@@ -52,9 +52,8 @@ RUN python3 -m venv /opt/build-venv
 # Dependencies first, in their own layer, so that a change to the init's code
 # doesn't download them again: install the project from its pyproject.toml with
 # empty packages (and an empty README, which pyproject names: an edit to the
-# real one must not invalidate this layer, which scripts/build-image's second,
-# network-less pass could not rebuild), then remove the project itself and
-# keep its dependencies.
+# real one must not download them again either), then remove the project
+# itself and keep its dependencies.
 WORKDIR /src
 COPY pyproject.toml ./
 RUN mkdir -p entrypoint moltbot \
@@ -72,7 +71,7 @@ RUN PYTHON=/opt/build-venv/bin/python scripts/build-binary /opt/moltbot-init \
 
 # ---------------------------------------------------------------------------
 # Stage 2: the runtime: node, the gateway from npm (this stage, `gateway`: the
-# last one that needs a network), then its compile cache and the frozen init.
+# only one that needs a network), then its compile cache and the frozen init.
 # ---------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS gateway
 ARG GATEWAY_PACKAGE=openclaw@2026.9.6
@@ -151,14 +150,14 @@ RUN node -e ' \
  && cat /app/gateway.json
 
 # The gateway's compile cache, baked (docker/gateway/warm-compile-cache.mjs says how and why):
-# without it, a fresh container's first start spends seconds compiling the gateway's code and
-# its first stop seconds writing that cache into /tmp. Baking means starting the gateway once,
-# which calls out once it is up: only with WARM_COMPILE_CACHE=1, and the step then refuses to run
-# unless the build has no network. scripts/build-image builds the `gateway` stage first, then the
-# whole image with `--network none --build-arg WARM_COMPILE_CACHE=1` (every earlier layer comes
-# from the cache). A plain `docker build` gives the same image without the cache.
+# without it, a fresh container's first start spends seconds compiling the gateway's code and its
+# first stop seconds writing that cache into /tmp. Baking means starting the gateway once, in every
+# build (scripts/build-image, `docker compose build`, a plain `docker build`), network or not: the
+# gateway's own proxy setting sends every call it makes to a proxy of the step's on loopback that
+# refuses them all, and the step fails if the kernel saw a single packet leave loopback.
+# WARM_COMPILE_CACHE=0 leaves it out (about a minute less of build, seconds more of first start).
 FROM gateway
-ARG WARM_COMPILE_CACHE=0
+ARG WARM_COMPILE_CACHE=1
 COPY docker/gateway/warm-compile-cache.mjs /usr/local/lib/moltbot/warm-compile-cache.mjs
 RUN if [ "${WARM_COMPILE_CACHE}" = 1 ]; then node /usr/local/lib/moltbot/warm-compile-cache.mjs; \
     else echo "compile cache not baked (WARM_COMPILE_CACHE=${WARM_COMPILE_CACHE})"; fi

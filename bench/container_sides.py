@@ -12,21 +12,15 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.harness import (
-    HOST_CA_BUNDLE,
-    REPO,
     TEST_RESOLV_CONF,
     ExitWatch,
-    Gateway,
     answers_healthz,
     container_logs,
     docker,
@@ -40,26 +34,6 @@ ANSWER_TIMEOUT_S = 300.0
 READY_LINE = "[gateway] ready"
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _TRACE = re.compile(r"startup trace: (?!process\.bootstrap\.)(\S+) ([0-9.]+)ms")
-
-# Upstream's way, from the same gateway package: a node base, `npm install` of the pinned gateway
-# as the image's Dockerfile does it (the same package.json, for its libsignal override), `USER
-# node`, the gateway as the command. A named volume on ~/.openclaw (its state, as upstream's
-# compose mounts it) gets node's ownership from the image, so that a fresh volume is writable.
-UPSTREAM_DOCKERFILE = """\
-FROM {base}
-{ca}WORKDIR /app
-COPY package.json /app/package.json
-RUN NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \\
-    npm install --ignore-scripts --save-exact --no-audit --no-fund --loglevel=warn {package} \\
- && NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt npm rebuild {name} --loglevel=warn \\
- && npm cache clean --force --loglevel=error && rm -rf /root/.npm /root/.cache /tmp/* \\
- && mkdir -p /home/node/.openclaw && chown node:node /home/node/.openclaw
-ENV NODE_ENV=production
-USER node
-WORKDIR /home/node
-CMD ["node", "/app/node_modules/{name}/openclaw.mjs", "gateway", "--allow-unconfigured", "--bind", "lan"]
-"""
-CA_LINES = "COPY host-ca.crt /usr/local/share/ca-certificates/host-ca.crt\nRUN update-ca-certificates\n"
 
 
 @dataclass(frozen=True)
@@ -85,38 +59,6 @@ def upstream(image: str) -> Side:
     token = secrets.token_urlsafe(32)
     options = ("--init", "-e", f"OPENCLAW_GATEWAY_TOKEN={token}")
     return Side("upstream", image, options, ("/home/node/.openclaw",), False)
-
-
-def build_upstream(tag: str, gateway: Gateway, log_path: Path) -> str | None:
-    """Build upstream's way on build-bases' node base; None, or why it failed."""
-    env = {**os.environ, **({"NODE_VERSION": gateway.node_version} if gateway.node_version else {})}
-    bases = subprocess.run(
-        [str(REPO / "scripts" / "build-bases")], capture_output=True, text=True, env=env, timeout=3600
-    )
-    base = next(
-        (line.split("=", 1)[1] for line in bases.stdout.splitlines() if line.startswith("BASE_IMAGE=")), ""
-    )
-    if bases.returncode != 0 or not base:
-        return f"scripts/build-bases failed ({bases.returncode}):\n{bases.stderr[-2000:]}"
-    name = gateway.package.rpartition("@")[0]
-    with tempfile.TemporaryDirectory(prefix="mbbench-upstream-") as context:
-        shutil.copy(REPO / "docker" / "gateway" / "package.json", Path(context, "package.json"))
-        ca = ""
-        if os.path.exists(HOST_CA_BUNDLE):  # npm behind a TLS-intercepting proxy, as build-image --host-ca
-            shutil.copy(HOST_CA_BUNDLE, Path(context, "host-ca.crt"))
-            ca = CA_LINES
-        text = UPSTREAM_DOCKERFILE.format(base=base, ca=ca, package=gateway.package, name=name)
-        Path(context, "Dockerfile").write_text(text)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "w", encoding="utf-8") as out:
-            built = subprocess.run(
-                ["docker", "build", "-t", tag, context],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "DOCKER_BUILDKIT": "0"},
-                timeout=3600,
-            )
-    return None if built.returncode == 0 else f"docker build of {tag} failed; see {log_path}"
 
 
 # -- one container ---------------------------------------------------------------------------------
