@@ -11,7 +11,6 @@ it; what each one does is in `commands`.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import sys
 from collections.abc import Callable
@@ -127,6 +126,8 @@ def _beside(running: rundir.InstanceRunning, args: list[str]) -> int:
     if head == wiring.APP_NAME:
         return commands.application_cli(args[1:])
     tools = [*SUBCOMMANDS, wiring.APP_NAME]
+    import difflib  # here, not at the top: every process of the init would keep it in its memory
+
     meant = difflib.get_close_matches(head, tools, n=1)
     said = f"`{INIT} {' '.join(args)}` would boot a second time" if args else "it would boot a second time"
     hint = f"; did you mean `{INIT} {meant[0]}`?" if meant else "; to run a command here, run it directly"

@@ -17,7 +17,6 @@ look for a swap's journal); its modules import the rest only when the release ch
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -63,6 +62,8 @@ def run(plan: UpgradePlan, stop: StopFlag) -> UpgradeResult:
         if os.path.lexists(os.path.join(plan.record_dir, swapjournal.FILE)):
             _finish_swap(recorder, plan.record_dir)
         elif os.path.lexists(swapjournal.staging(plan.record_dir)):  # a swap killed while it staged
+            import shutil  # only here: what PID 1 imports stays in its memory as long as it lives
+
             shutil.rmtree(swapjournal.staging(plan.record_dir), ignore_errors=True)
         decided = decide(plan, recorder, stop)
     except swapjournal.Unreadable as unreadable:  # the state may be half swapped: nothing starts on it
