@@ -37,8 +37,7 @@ def in_threads(walk: Walk, stack: list[Task], workers: int | None = None) -> Cre
     """Walk `stack` in threads until it is done or the walk stops; the calling thread waits."""
     walk.threaded = True
     pool = _Pool(walk, stack)
-    for _ in range(max(1, workers or 1)):
-        pool.enlist()
+    pool.enlist(max(1, workers or 1))
     _supervise(pool, adaptive=workers is None)
     return Crew(threads=len(pool.threads), processes=0)
 
@@ -55,16 +54,21 @@ class _Pool:
         self._idle = 0
         self._done = False
 
-    def enlist(self) -> None:
-        """Start one more thread, unless the walk is over."""
+    def enlist(self, count: int = 1) -> None:
+        """Start `count` more threads, unless the walk is over: all of them, also when the first
+        ones finish a small tree before the last one starts (the crew is the one asked for)."""
         with self._cond:
             if self._done or self.walk.halted:
                 return
-            tally = Tally()
-            self.walk.tallies.append(tally)
-            thread = threading.Thread(target=self._run, args=(tally,), name=PHASE, daemon=True)
-            self.threads.append(thread)
-        thread.start()
+            tallies = [Tally() for _ in range(count)]
+            crew = [
+                threading.Thread(target=self._run, args=(tally,), name=PHASE, daemon=True)
+                for tally in tallies
+            ]
+            self.walk.tallies.extend(tallies)
+            self.threads.extend(crew)
+        for thread in crew:
+            thread.start()
 
     def halt(self) -> None:
         with self._cond:
