@@ -29,6 +29,11 @@ from .common.settings import Settings
 from .pid1 import modes, notify, reaper, supervision
 from .supervisord import INTERFACES, standby
 
+# How long the boot's lines wait for the startup report, so that the report is the first line of
+# `docker logs` (a boot takes ~50 ms): a boot that runs longer (a big migration, a checkpoint) shows
+# its lines as they come, and a SIGKILL in the middle of one loses at most this much of them.
+BOOT_LINES_HELD_S = 2.0
+
 
 def boot(args: tuple[str, ...]) -> int:
     """The container's start: supervise the gateway, or run `args` once after the same boot."""
@@ -39,6 +44,22 @@ def boot(args: tuple[str, ...]) -> int:
     rundir.claim(loaded.run_dir, _owner(loaded))  # one boot per container; its descriptor lives as long
     mode: modes.Mode = "supervise" if _supervises(args) else "run"
     launch = _launch(loaded, ignored, fork_standby=mode == "supervise")  # supervisord imports meanwhile
+    log.hold_until_report(BOOT_LINES_HELD_S)  # after the fork: the standby's lines are never held
+    try:
+        return _boot_and_run(started, ignored, stop, loaded, mode, launch, args)
+    finally:
+        log.release_held()  # a boot that ended before its report (a refusal, a stop) still says why
+
+
+def _boot_and_run(
+    started: float,
+    ignored: frozenset[int],
+    stop: StopFlag,
+    loaded: Settings,
+    mode: modes.Mode,
+    launch: supervision.Launch,
+    args: tuple[str, ...],
+) -> int:
     from .boot import pipeline  # after the standby's fork: it never holds the boot's modules
 
     plans = wiring.start(loaded, args, mode == "supervise")  # the profile, read into the plans

@@ -9,6 +9,9 @@ a field holds (the program's words, a file name of odd bytes), the line is valid
 string in it bounded (`common/text`): one line of the program's output can never make a line
 unreadable, nor a megabyte long.
 Lines go to stderr so that the supervised program keeps stdout to itself; `docker logs` shows both.
+PID 1 holds the boot's lines back until its startup report is written, then writes the report
+first and them after it: the report is the first line of a start in `docker logs`, unless the
+boot runs long enough (a big migration) that its lines go out as they come.
 python-json-logger, which serialises the lines, is imported with the first one: `health` and
 `status` configure logging at every call and seldom write a line.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from . import text
@@ -103,18 +108,81 @@ class _TextFormatter(logging.Formatter):
         return line + _message(record) + (f" [{fields}]" if fields else "")
 
 
+class _Lines(logging.StreamHandler):
+    """stderr, with the boot's lines held back until the startup report has gone first."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.held: list[logging.LogRecord] | None = None
+        self.held_until = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None and time.monotonic() < self.held_until:
+            self.held.append(record)
+            return
+        self.write_held()  # a boot that runs long (a big migration, a checkpoint) shows as it goes
+        super().emit(record)
+
+    def write_held(self) -> None:  # not `release`: that is logging.Handler's lock
+        held, self.held = self.held or [], None
+        for record in held:
+            super().emit(record)
+
+
 def configure(log_format: str = "json", level: str = "info") -> logging.Handler:
     """Install the single stderr handler on the root logger (idempotent: reconfigures in place);
     the handler."""
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
+    handler = _handler()
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Lines()
         handler.set_name(_HANDLER_NAME)
         root.addHandler(handler)
     handler.setFormatter(_TextFormatter() if log_format == "text" else _LineFormatter())
     root.setLevel(level.upper())
     return handler
+
+
+def _handler() -> _Lines | None:
+    found = next((h for h in logging.getLogger().handlers if h.get_name() == _HANDLER_NAME), None)
+    return found if isinstance(found, _Lines) else None
+
+
+def hold_until_report(at_most_s: float) -> None:
+    """Keep this process' lines from now until `report_first` (the boot's phases and events), for
+    at most `at_most_s`: then they go out as they come. Only in a process that forks no child which
+    writes lines before the report: a child would inherit the held ones."""
+    handler = _handler()
+    if handler is not None:
+        handler.held, handler.held_until = [], time.monotonic() + at_most_s
+
+
+def report_first(write_report: Callable[[], None]) -> None:
+    """Write the report's line, then the lines held back: the report is the first line
+    `docker logs` shows of this start whenever the boot was quick."""
+    handler = _handler()
+    if handler is None:
+        write_report()
+        return
+    handler.acquire()  # no other thread's line between the report and the held ones
+    try:
+        held, handler.held = handler.held, None
+        write_report()
+        handler.held = held
+        handler.write_held()
+    finally:
+        handler.release()
+
+
+def release_held() -> None:
+    """The held lines, now (a boot that ends the container, a stop, a failure before the report)."""
+    handler = _handler()
+    if handler is not None:
+        handler.acquire()
+        try:
+            handler.write_held()
+        finally:
+            handler.release()
 
 
 def get(component: str) -> logging.Logger:

@@ -115,7 +115,11 @@ def _publish_report(plan: Pid1Plan, phases: list[PhaseResult], hold: Hold | None
         held=None if hold is None else {"reason": hold.reason, "how_to_leave": hold.how_to_leave},
     )
     path = reporting.write(startup, plan.settings.run_dir)
-    log.event(_LOG, "info", "startup_report", "boot finished", report_file=path, **startup.to_dict())
+    log.report_first(
+        lambda: log.event(
+            _LOG, "info", "startup_report", "boot finished", report_file=path, **startup.to_dict()
+        )
+    )
 
 
 def run(plan: Pid1Plan, booted: Booted, stop: StopFlag, readiness: Readiness | None) -> int:

@@ -40,9 +40,12 @@ def test_beside_a_live_init_a_boot_is_refused_with_the_tools_and_the_run_dir_unt
     if meant:
         assert f"did you mean `moltbot-init {meant}`?" in line["message"]
     # Nothing of the live instance's was written: its report, its lock, its supervisord config (the
-    # files the live processes themselves keep writing aside).
+    # files the live processes themselves keep writing aside, and their writers' temporary files).
     live = (rundir.GUARD_STATE, rundir.METRICS_TEXTFILE, rundir.ZOMBIES_REAPED, rundir.SUPERVISOR_LOG)
-    assert {name: data for name, data in after.items() if name not in live} == {
-        name: data for name, data in before.items() if name not in live
-    }
+    temporary = rundir.TEMPORARY_SUFFIX
+
+    def kept(files: dict[str, bytes]) -> dict[str, bytes]:
+        return {name: data for name, data in files.items() if name.removesuffix(temporary) not in live}
+
+    assert kept(after) == kept(before)
     assert still.returncode == 0 and len(running.events("startup_report")) == 1
